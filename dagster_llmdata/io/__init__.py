@@ -1,0 +1,1 @@
+"""Storage: Parquet datasets, Document <-> Arrow row conversion, datatrove reader/writer steps."""

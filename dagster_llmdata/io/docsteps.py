@@ -1,0 +1,138 @@
+"""datatrove pipeline steps that move documents between our Parquet datasets and datatrove.
+
+A Document carries `id` and `text`; every other column of the row rides in `metadata`,
+so a stage keeps all input columns and adds its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.writers.parquet import ParquetWriter
+
+# A per-document operation answers "keep?" and may say why not.
+Verdict = bool | tuple[bool, str] | None
+
+
+def row_to_document(row: dict) -> Document:
+    text = row.pop("text", None)
+    doc_id = row.pop("id", None)
+    return Document(text=text if text is not None else "", id=str(doc_id), metadata=row)
+
+
+def document_to_row(_writer, doc: Document) -> dict:
+    """datatrove writer adapter: back to a flat row (writer's schema picks the columns)."""
+    return {"id": doc.id, "text": doc.text, **doc.metadata}
+
+
+class ParquetDocReader(PipelineStep):
+    """Reads the Parquet files of a dataset; rank r of W reads files r, r+W, ..."""
+
+    name = "📖 Parquet dataset"
+    type = "📖 - READER"
+
+    def __init__(self, files: list[str], batch_size: int = 1024):
+        super().__init__()
+        self.files = list(files)
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        for path in self.files[rank::world_size]:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size):
+                for row in batch.to_pylist():
+                    self.stat_update("documents")
+                    yield row_to_document(row)
+
+
+class DatasetWriter(ParquetWriter):
+    """datatrove's ParquetWriter with a fixed schema, so every part file of a dataset agrees."""
+
+    name = "💽 Parquet dataset"
+
+    def __init__(self, folder: str, schema: pa.Schema, prefix: str = "part"):
+        super().__init__(
+            folder,
+            output_filename=prefix + "-${rank}.parquet",
+            adapter=document_to_row,
+            schema=schema,
+            batch_size=512,
+            compression="zstd",
+            use_content_defined_chunking=False,
+        )
+
+
+def mark_dropped(doc: Document, stage: str, reason: str, kept_id: str | None = None, detail: str | None = None) -> Document:
+    doc.metadata["stage"] = stage
+    doc.metadata["reason"] = reason
+    doc.metadata["kept_id"] = kept_id
+    if detail:
+        meta = _meta_dict(doc.metadata.get("meta"))
+        meta["error"] = detail
+        doc.metadata["meta"] = json.dumps(meta, ensure_ascii=False)
+    return doc
+
+
+def _meta_dict(raw) -> dict:
+    if isinstance(raw, dict):
+        return dict(raw)
+    try:
+        value = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        value = {"raw_meta": raw}
+    return value if isinstance(value, dict) else {"raw_meta": value}
+
+
+class RoutedDocStep(PipelineStep):
+    """Runs one per-document operation and routes every doc: kept (yielded), rejected with a
+    reason, or quarantined when the operation raised. Nothing leaves this step unaccounted."""
+
+    type = "🔀 - ROUTE"
+
+    def __init__(
+        self,
+        stage: str,
+        operator: str,
+        doc_fn: Callable[[Document], Verdict],
+        rejected: DatasetWriter,
+        quarantine: DatasetWriter,
+    ):
+        self.name = f"{operator} ({stage})"  # before super().__init__, which names the stats
+        super().__init__()
+        self.stage = stage
+        self.operator = operator
+        self.doc_fn = doc_fn
+        self.rejected = rejected
+        self.quarantine = quarantine
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        # a doc_fn may hold a resource for the whole run (a sandbox process, a model)
+        lifecycle = self.doc_fn if hasattr(self.doc_fn, "__enter__") else contextlib.nullcontext()
+        with self.rejected as rejected, self.quarantine as quarantine, lifecycle:
+            for doc in data:
+                self.stat_update("total")
+                try:
+                    with self.track_time():
+                        verdict = self.doc_fn(doc)
+                except Exception as exc:  # a doc that breaks the operator is quarantined, not fatal
+                    reason = f"error:{type(exc).__name__}"
+                    self.stat_update(f"quarantined_{reason}")
+                    quarantine.write(mark_dropped(doc, self.stage, reason, detail=str(exc)[:500]), rank)
+                    continue
+                keep, reason = (verdict if isinstance(verdict, tuple) else (verdict is not False, None))
+                if keep:
+                    self.stat_update("forwarded")
+                    yield doc
+                else:
+                    reason = reason or self.operator
+                    self.stat_update(f"dropped_{reason}")
+                    rejected.write(mark_dropped(doc, self.stage, reason), rank)
+        for key, value in getattr(self.doc_fn, "counters", {}).items():
+            self.stat_update(key, value=value)

@@ -1,0 +1,72 @@
+"""A dataset is a folder of Parquet files; these helpers list, count and stream them."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def list_parquet(folder: str | os.PathLike) -> list[str]:
+    """Parquet files of a dataset folder (recursively), in a stable order."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    if folder.is_file():
+        return [str(folder)]
+    return sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def count_rows(files: list[str]) -> int:
+    """Row count from Parquet footers only (no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def count_by(files: list[str], column: str) -> Counter:
+    """Rows per value of one column, reading only that column."""
+    counts: Counter = Counter()
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if column not in pf.schema_arrow.names:
+            counts[None] += pf.metadata.num_rows
+            continue
+        for batch in pf.iter_batches(columns=[column], batch_size=65536):
+            counts.update(batch.column(0).to_pylist())
+    return counts
+
+
+def read_schema(files: list[str]) -> pa.Schema | None:
+    return pq.read_schema(files[0]) if files else None
+
+
+def iter_batches(files: list[str], batch_size: int = 2048, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    for f in files:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def read_sample(files: list[str], n: int = 5, columns: list[str] | None = None) -> list[dict]:
+    rows: list[dict] = []
+    for batch in iter_batches(files, batch_size=max(n, 1), columns=columns):
+        rows.extend(batch.to_pylist()[: n - len(rows)])
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def write_empty(folder: str | os.PathLike, schema: pa.Schema, name: str = "empty.parquet") -> str:
+    """An empty dataset still has a file, so its schema is known downstream."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = str(Path(folder) / name)
+    pq.write_table(schema.empty_table(), path)
+    return path
+
+
+def read_table(folder: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    files = list_parquet(folder)
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {folder}")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")

@@ -1,0 +1,75 @@
+"""What an operator is: typed params, the columns it needs and adds, a description, and how it
+runs over one dataset. Operators know nothing about Dagster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from ..io.docsteps import RoutedDocStep, Verdict
+from ..stage_run import StageRun
+
+
+class OperatorParams(BaseModel):
+    """Base for operator params: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Operator(ABC):
+    """One registered processing step. Subclasses set the class attributes and either
+    `doc_fn` (a per-document keep/reject/modify function) or `run` (whole-dataset work)."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str]
+    Params: ClassVar[type[OperatorParams]] = OperatorParams
+    requires: ClassVar[tuple[str, ...]] = ("id", "text")
+    produces: ClassVar[dict[str, pa.DataType]] = {}
+    kinds: ClassVar[tuple[str, ...]] = ("datatrove",)
+
+    def __init__(self, params: OperatorParams | dict[str, Any] | None = None):
+        self.params = params if isinstance(params, self.Params) else self.Params.model_validate(params or {})
+
+    @property
+    def code_version(self) -> str:
+        """Operator version + params: a change in either marks the stage stale in Dagster."""
+        blob = json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
+        return f"{self.name}-v{self.version}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+    def produced_columns(self) -> dict[str, pa.DataType]:
+        return dict(self.produces)
+
+    def doc_fn(self) -> Callable[[Any], Verdict]:
+        raise NotImplementedError(f"operator {self.name} has neither doc_fn nor run")
+
+    def run(self, run: StageRun) -> dict[str, Any]:
+        """Process `run.input_files` into the kept / rejected / quarantine folders.
+        Returns extra metadata (per-kind counts, ...) for the materialisation."""
+        out_schema = run.output_schema(self.produced_columns())
+        route = RoutedDocStep(
+            run.stage, self.name, self.doc_fn(), run.rejected_writer(out_schema), run.quarantine_writer(out_schema)
+        )
+        stats = run.execute([run.reader(), route, run.kept_writer(out_schema)])
+        return self.metadata_from_stats(stats)
+
+    def metadata_from_stats(self, stats: dict[str, dict[str, float]]) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What the agent and the CLI read about this operator."""
+        return {
+            "name": cls.name,
+            "version": cls.version,
+            "description": cls.description,
+            "requires": list(cls.requires),
+            "produces": {k: str(v) for k, v in cls.produces.items()},
+            "params": cls.Params.model_json_schema(),
+        }

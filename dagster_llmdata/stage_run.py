@@ -1,0 +1,125 @@
+"""One stage over one partition: where its input is, where its outputs go, and the datatrove
+executor it runs on. Dagster-free, so operators run the same from Python, the CLI or an asset."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from .io.docsteps import DatasetWriter, ParquetDocReader
+from .io.parquet_store import list_parquet, read_schema, write_empty
+from .io.schema import CORE_SCHEMA, drop_schema, with_columns
+
+
+class ExecutorConfig(BaseModel):
+    """Chooses datatrove's executor: LocalPipelineExecutor (tasks/workers) or RayPipelineExecutor."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "ray"] = "local"
+    tasks: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)
+    # forkserver: safe inside Dagster's threaded run worker; "fork" starts faster
+    start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
+
+
+@dataclass
+class StageRun:
+    stage: str
+    input_files: list[str]
+    output_dir: Path
+    rejected_dir: Path
+    quarantine_dir: Path
+    work_dir: Path
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    input_schema: pa.Schema | None = None
+    # set by operators that read raw files themselves (ingest): how many records they saw
+    n_in_override: int | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attr in ("output_dir", "rejected_dir", "quarantine_dir", "work_dir"):
+            setattr(self, attr, Path(getattr(self, attr)))
+        if self.input_schema is None:
+            self.input_schema = read_schema(self.input_files) or CORE_SCHEMA
+        self._executions = 0
+
+    def reset_outputs(self) -> None:
+        """A re-materialisation replaces the partition's outputs, never mixes old and new parts."""
+        for d in (self.output_dir, self.rejected_dir, self.quarantine_dir, self.work_dir):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True, exist_ok=True)
+
+    def output_schema(self, produced: dict[str, pa.DataType]) -> pa.Schema:
+        return with_columns(self.input_schema, produced)
+
+    def reader(self) -> ParquetDocReader:
+        return ParquetDocReader(self.input_files)
+
+    def kept_writer(self, schema: pa.Schema) -> DatasetWriter:
+        return DatasetWriter(str(self.output_dir), schema)
+
+    def rejected_writer(self, schema: pa.Schema, prefix: str = "part") -> DatasetWriter:
+        return DatasetWriter(str(self.rejected_dir), drop_schema(schema), prefix=prefix)
+
+    def quarantine_writer(self, schema: pa.Schema, prefix: str = "part") -> DatasetWriter:
+        return DatasetWriter(str(self.quarantine_dir), drop_schema(schema), prefix=prefix)
+
+    @property
+    def tasks(self) -> int:
+        # more tasks than input files would only start idle workers
+        return max(1, min(self.executor.tasks, len(self.input_files) or 1))
+
+    def execute(self, pipeline: list, tasks: int | None = None, name: str | None = None) -> dict[str, dict[str, float]]:
+        """Run a datatrove pipeline on the configured executor with a fresh logging dir
+        (datatrove's skip_completed would otherwise skip ranks of an earlier run).
+        Returns {step name: {stat: value}}."""
+        self._executions += 1
+        logging_dir = self.work_dir / f"logs-{self._executions:02d}-{name or 'main'}"
+        tasks = tasks or self.tasks
+        workers = min(self.executor.workers, tasks)
+        if self.executor.kind == "ray":
+            from datatrove.executor import RayPipelineExecutor
+
+            executor = RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
+        else:
+            from datatrove.executor import LocalPipelineExecutor
+
+            executor = LocalPipelineExecutor(
+                pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                start_method=self.executor.start_method,
+            )
+        stats = executor.run()
+        return stats_to_dict(stats)
+
+    def finalize(self, schema: pa.Schema) -> None:
+        """Every dataset folder ends with at least one file, so downstream knows its schema."""
+        if not list_parquet(self.output_dir):
+            write_empty(self.output_dir, schema)
+
+
+def stats_to_dict(stats) -> dict[str, dict[str, float]]:
+    """datatrove PipelineStats -> plain {step: {stat: total}}."""
+    out: dict[str, dict[str, float]] = {}
+    if stats is None:
+        return out
+    for step in stats.stats:
+        values = {}
+        for key, metric in step.stats.items():
+            values[key] = float(getattr(metric, "total", metric))
+        out[step.name.split(": ", 1)[-1]] = values  # "TYPE: name" -> name
+    return out
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
