@@ -1,0 +1,43 @@
+"""Where a pipeline's datasets live: <storage>/<pipeline>/<stage>/{data,rejected,quarantine,work}/<partition>/."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=/-]")
+
+
+def partition_folder(key: str) -> str:
+    """A partition key as a relative folder (source/file name), never escaping the stage folder."""
+    parts = [p for p in _UNSAFE.sub("_", key).split("/") if p not in ("", ".", "..")]
+    if not parts:
+        raise ValueError(f"partition key {key!r} has no usable name")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    storage: Path
+    pipeline: str
+
+    def stage_root(self, stage: str) -> Path:
+        return self.storage / self.pipeline / stage
+
+    def data_dir(self, stage: str, partition: str) -> Path:
+        return self.stage_root(stage) / "data" / partition_folder(partition)
+
+    def rejected_dir(self, stage: str, partition: str) -> Path:
+        return self.stage_root(stage) / "rejected" / partition_folder(partition)
+
+    def quarantine_dir(self, stage: str, partition: str) -> Path:
+        return self.stage_root(stage) / "quarantine" / partition_folder(partition)
+
+    def work_dir(self, stage: str, partition: str) -> Path:
+        return self.stage_root(stage) / "work" / partition_folder(partition)
+
+    def partitions_on_disk(self, stage: str) -> list[str]:
+        """Partition folders that hold a finished materialisation of `stage`."""
+        base = self.stage_root(stage) / "data"
+        return sorted(str(p.parent.relative_to(base)) for p in base.rglob("_ledger.json")) if base.exists() else []

@@ -1,0 +1,151 @@
+"""Pipeline specs: the YAML a user (or the agent) writes, validated with errors that name the
+file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .operators import REGISTRY, get_operator
+from .stage_run import ExecutorConfig
+
+NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PARAM_ERROR = "bad param "
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message says where and why."""
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    landing: str  # folder; each file or sub-folder in it is one partition
+    format: str = "auto"
+    text_field: str = "text"
+    id_field: str | None = "id"
+    domain: str | None = None
+    domain_field: str | None = "domain"
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    op: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: str | None = None  # upstream stage; defaults to the previous one (stages may branch)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _known_operator_and_params(self) -> StageSpec:
+        if self.op not in REGISTRY:
+            raise ValueError(f"unknown operator {self.op!r}; known: {', '.join(sorted(REGISTRY))}")
+        try:
+            get_operator(self.op).Params.model_validate(self.params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            path = ".".join(str(p) for p in ("params", *err["loc"]))
+            raise ValueError(f"{PARAM_ERROR}{path}: {err['msg']} (operator {self.op})") from None
+        return self
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field(pattern=NAME)
+    description: str = ""
+    storage: str = "data"  # where datasets live (relative to the spec's project root)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    sources: list[SourceSpec] = Field(min_length=1)
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _graph_is_sound(self) -> PipelineSpec:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique: {names}")
+        if self.stages[0].op != "ingest":
+            raise ValueError("the first stage must use op `ingest` (it reads the sources)")
+        for i, stage in enumerate(self.stages[1:], 1):
+            if stage.op == "ingest":
+                raise ValueError(f"stage {stage.name!r}: only the first stage may ingest")
+            if stage.input is None:
+                stage.input = self.stages[i - 1].name
+            elif stage.input not in names[:i]:
+                raise ValueError(f"stage {stage.name!r}: input {stage.input!r} is not an earlier stage")
+        self._check_column_flow()
+        return self
+
+    def _check_column_flow(self) -> None:
+        """DataFlow-style key check: each stage's required columns exist upstream."""
+        columns: dict[str, set[str]] = {}
+        for stage in self.stages:
+            op = get_operator(stage.op)(stage.params)
+            have = columns.get(stage.input, set()) if stage.input else set()
+            missing = [c for c in op.requires if c not in have]
+            if missing:
+                raise ValueError(f"stage {stage.name!r} needs columns {missing} that {stage.input!r} does not produce")
+            columns[stage.name] = have | set(op.produced_columns())
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.name == name)
+
+    def source(self, name: str) -> SourceSpec:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"pipeline {self.pipeline!r} has no source {name!r}")
+
+
+def load_pipeline_spec(path: str | Path) -> PipelineSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}:1: a pipeline spec is a mapping with `pipeline`, `sources` and `stages`")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe(path, node, exc)) from None
+
+
+def _describe(path: Path, node: yaml.Node | None, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith(PARAM_ERROR):  # an operator param: point at the param's own line
+            param_path, msg = msg.removeprefix(PARAM_ERROR).split(": ", 1)
+            loc += [int(p) if p.isdigit() else p for p in param_path.split(".")]
+        line = _line_of(node, loc)
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        lines.append(f"{path}:{line}: {field}: {msg}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: list) -> int:
+    """Line of the deepest YAML node that the error path reaches."""
+    line = (node.start_mark.line + 1) if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
