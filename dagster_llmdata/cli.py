@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", str(Path(getattr(args, "project", ".")).resolve() / DEFAULT_HOME))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     try:
         return args.func(args)
     except SpecError as exc:
