@@ -73,6 +73,20 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def ensure_dagster_home(path: Path) -> Path:
+    """The project's own Dagster instance folder, with telemetry off (no network here)."""
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
+def cmd_home(args) -> int:
+    print(ensure_dagster_home(Path(os.environ["DAGSTER_HOME"])))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmdata", description="LLM training data as Dagster assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("home", help="create the project's DAGSTER_HOME (telemetry off) and print it")
+    p.set_defaults(func=cmd_home)
+
     args = parser.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", str(Path(getattr(args, "project", ".")).resolve() / DEFAULT_HOME))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_dagster_home(Path(os.environ["DAGSTER_HOME"]))
     try:
         return args.func(args)
     except SpecError as exc:

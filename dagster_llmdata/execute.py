@@ -95,7 +95,7 @@ def load_as_dataset(path: Path, tmp: Path) -> Path:
         # JSONL / folders go through ingest (so bad lines are quarantined), then their extra
         # fields come back out of `meta` as columns
         outcome_dir = tmp / "ingested"
-        apply_operator("ingest", path, outcome_dir / "data.parquet", {"domain_field": None})
+        apply_operator("ingest", path, outcome_dir / "data.parquet")
         table = _meta_to_columns(pq.read_table(outcome_dir / "data.parquet"))
     if "text" not in table.column_names:
         raise ValueError(f"{path} has no `text` column (columns: {', '.join(table.column_names)})")

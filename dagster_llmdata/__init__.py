@@ -1,0 +1,40 @@
+"""dagster-llmdata: LLM training data as a graph of Dagster software-defined assets."""
+
+from __future__ import annotations
+
+from .execute import StageOutcome, apply_operator, run_stage
+from .factory import LEDGER_CHECK, build_pipeline_assets, build_pipeline_job, partitions_def_for
+from .ledger import Ledger
+from .loader import load_project
+from .operators import REGISTRY, Operator, OperatorParams, get_operator, register_operator
+from .sample_corpus import build_sample_corpus
+from .sensors import LandingSensorSpec, build_landing_sensor
+from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
+from .stage_run import ExecutorConfig, StageRun
+
+__all__ = [
+    "ExecutorConfig",
+    "LEDGER_CHECK",
+    "LandingSensorSpec",
+    "Ledger",
+    "Operator",
+    "OperatorParams",
+    "PipelineSpec",
+    "REGISTRY",
+    "SourceSpec",
+    "SpecError",
+    "StageOutcome",
+    "StageRun",
+    "StageSpec",
+    "apply_operator",
+    "build_landing_sensor",
+    "build_pipeline_assets",
+    "build_pipeline_job",
+    "build_sample_corpus",
+    "get_operator",
+    "load_pipeline_spec",
+    "load_project",
+    "partitions_def_for",
+    "register_operator",
+    "run_stage",
+]

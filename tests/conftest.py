@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DATATROVE_COLORIZE_LOGS", "0")
+
+
+def prose_docs(n: int = 30) -> list[str]:
+    """Real English prose nobody here wrote: the licence texts Debian ships, cut into ~150-word
+    documents (Python's own reference text tops it up where they are missing)."""
+    docs: list[str] = []
+    licences = Path("/usr/share/common-licenses")
+    for f in sorted(p for p in licences.iterdir() if p.is_file()) if licences.is_dir() else []:
+        chunk: list[str] = []
+        for para in (p for p in f.read_text(errors="replace").split("\n\n") if p.strip()):
+            chunk.append(para)
+            if sum(len(x.split()) for x in chunk) > 150:
+                docs.append("\n\n".join(chunk))
+                chunk = []
+    if len(docs) < n:
+        from dagster_llmdata.sample_corpus import python_docs
+
+        docs += [d["text"] for d in python_docs() if len(d["text"].split()) > 120]
+    # spread over the licences rather than 40 chunks of the first one
+    step = max(1, len(docs) // n)
+    return (docs[::step] + docs)[:n]
+
+
+@pytest.fixture(scope="session")
+def prose() -> list[str]:
+    return prose_docs(40)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+PIPELINE_YAML = textwrap.dedent(
+    """\
+    pipeline: tiny
+    storage: data/pipelines
+    executor: {kind: local, tasks: 1, workers: 1}
+    sources:
+      - name: web
+        landing: landing/web
+    stages:
+      - {name: raw, op: ingest}
+      - {name: normalized, op: normalize}
+      - {name: deduplicated, op: exact_dedup}
+      - {name: near_deduplicated, op: minhash_dedup}
+      - {name: quality_filtered, op: gopher_quality, params: {min_doc_words: 50}}
+      - {name: redacted, op: pii_redact}
+      - {name: shards, op: export_shards, params: {target_shard_bytes: 20000}}
+    """
+)
+
+
+@pytest.fixture()
+def project(tmp_path: Path, prose: list[str]) -> Path:
+    """A user project: assets/ + sensors/ + a landing folder with one real-text file."""
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "sensors").mkdir()
+    (tmp_path / "assets" / "tiny.yaml").write_text(PIPELINE_YAML)
+    (tmp_path / "sensors" / "landing.yaml").write_text("sensors:\n  - {type: landing, pipeline: tiny}\n")
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(prose[:12])]
+    rows.append({"id": "dup", "text": prose[0]})  # an exact copy of d0
+    rows.append({"id": "short", "text": "Too short to keep."})
+    rows.append({"id": "mail", "text": prose[13] + "\nWrite to jane.doe@example.org or call +1 415-555-0134."})
+    write_jsonl(tmp_path / "landing" / "web" / "batch1.jsonl", rows)
+    return tmp_path
+
+
+@pytest.fixture()
+def instance(tmp_path: Path):
+    import dagster as dg
+
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
