@@ -45,7 +45,20 @@ def source_path(spec: PipelineSpec, root: Path, partition: str) -> tuple[str, Pa
 def build_pipeline_assets(spec: PipelineSpec, root: Path) -> list[dg.AssetsDefinition]:
     layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
     partitions = partitions_def_for(spec)
-    return [_stage_asset(spec, stage, layout, partitions, root) for stage in spec.stages]
+    versions = lineage_code_versions(spec)
+    return [_stage_asset(spec, stage, layout, partitions, root, versions[stage.name]) for stage in spec.stages]
+
+
+def lineage_code_versions(spec: PipelineSpec) -> dict[str, str]:
+    """A stage's code version = its operator version + params, chained with its upstream's: a spec
+    change marks that stage and everything downstream of it stale in Dagster, nothing upstream."""
+    versions: dict[str, str] = {}
+    for stage in spec.stages:
+        own = get_operator(stage.op)(stage.params).code_version
+        upstream = versions.get(stage.input or "", "")
+        chain = hashlib.sha1(f"{upstream}|{own}".encode()).hexdigest()[:8]
+        versions[stage.name] = f"{own}.{chain}"
+    return versions
 
 
 def build_pipeline_job(spec: PipelineSpec) -> "UnresolvedAssetJobDefinition":
@@ -58,7 +71,12 @@ def build_pipeline_job(spec: PipelineSpec) -> "UnresolvedAssetJobDefinition":
 
 
 def _stage_asset(
-    spec: PipelineSpec, stage: StageSpec, layout: PipelineLayout, partitions: dg.DynamicPartitionsDefinition, root: Path
+    spec: PipelineSpec,
+    stage: StageSpec,
+    layout: PipelineLayout,
+    partitions: dg.DynamicPartitionsDefinition,
+    root: Path,
+    code_version: str,
 ) -> dg.AssetsDefinition:
     op_cls = get_operator(stage.op)
     op = op_cls(stage.params)
@@ -71,7 +89,7 @@ def _stage_asset(
         deps=[upstream] if upstream else [],
         group_name=spec.pipeline,
         partitions_def=partitions,
-        code_version=op.code_version,
+        code_version=code_version,
         description=description,
         kinds=set(op.kinds) | {"parquet"},
         metadata={"operator": op.name, "params": dg.MetadataValue.json(op.params.model_dump(mode="json"))},
@@ -88,7 +106,7 @@ def _stage_asset(
     def _stage(context: dg.AssetExecutionContext):
         partition = context.partition_key
         run, run_op = _stage_run(spec, stage, op, layout, partition, root)
-        fingerprint = _fingerprint(run_op.code_version, run.input_files)
+        fingerprint = _fingerprint(f"{code_version}|{run_op.code_version}", run.input_files)
         record = load_record(run.output_dir)
         if record and record.get("fingerprint") == fingerprint:
             # same inputs, same code: nothing to do

@@ -2,6 +2,7 @@
 source's landing folder becomes a dynamic partition, and only that partition is materialised."""
 
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +41,7 @@ def landing_entries(spec: PipelineSpec, root: Path) -> dict[str, str]:
                 continue  # hidden files and files still being written
             key = f"{source.name}/{entry.name}"
             if partition_folder(key) != key:
-                continue  # names that can't be a safe partition folder are skipped (and logged by the sensor)
+                continue  # a name that is not a safe folder name (spaces, quotes) waits for a rename
             files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
             stamp = max((p.stat().st_mtime_ns for p in files), default=0)
             size = sum(p.stat().st_size for p in files)
@@ -60,13 +61,18 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
     )
     def _landing(context: dg.SensorEvaluationContext):
         entries = landing_entries(spec, root)
+        # cursor: the change stamp last requested per partition, so an unchanged file is never
+        # requested twice and a rewritten one is requested again
+        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        changed = sorted(k for k, stamp in entries.items() if seen.get(k) != stamp)
         known = set(context.instance.get_dynamic_partitions(partitions.name))
-        new_keys = sorted(k for k in entries if k not in known)
-        # run_key includes the change stamp: a rewritten file is processed again, an unchanged one never
-        requests = [dg.RunRequest(run_key=f"{k}@{entries[k]}", partition_key=k) for k in sorted(entries)]
+        new_keys = [k for k in changed if k not in known]
+        if not changed:
+            return dg.SkipReason(f"no new or changed files in {len(entries)} landing entries")
         return dg.SensorResult(
-            run_requests=requests,
+            run_requests=[dg.RunRequest(run_key=f"{k}@{entries[k]}", partition_key=k) for k in changed],
             dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
+            cursor=json.dumps({**seen, **{k: entries[k] for k in changed}}, sort_keys=True),
         )
 
     return _landing

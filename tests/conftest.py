@@ -83,5 +83,7 @@ def project(tmp_path: Path, prose: list[str]) -> Path:
 def instance(tmp_path: Path):
     import dagster as dg
 
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst

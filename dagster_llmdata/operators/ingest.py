@@ -119,7 +119,7 @@ class RawSourceReader(PipelineStep):
                     continue
                 try:
                     obj = json.loads(decoded)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: hostile nesting
                     yield RawRecord(str(lineno), error="malformed_json", raw=decoded)
                     continue
                 if not isinstance(obj, dict):

@@ -1,0 +1,86 @@
+"""Spec errors name the file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dagster_llmdata import SpecError, load_pipeline_spec
+
+
+def _spec(tmp_path, body: str):
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+BASE = """\
+pipeline: p
+sources:
+  - name: s
+    landing: land
+stages:
+  - name: raw
+    op: ingest
+"""
+
+
+def test_valid_spec_defaults_inputs_to_previous_stage(tmp_path):
+    spec = load_pipeline_spec(_spec(tmp_path, BASE + "  - {name: a, op: normalize}\n  - {name: b, op: pii_redact, input: raw}\n"))
+    assert [s.input for s in spec.stages] == [None, "raw", "raw"]
+
+
+def test_unknown_param_names_file_line_and_field(tmp_path):
+    path = _spec(tmp_path, BASE + "  - name: q\n    op: gopher_quality\n    params:\n      min_doc_wrds: 3\n")
+    with pytest.raises(SpecError) as err:
+        load_pipeline_spec(path)
+    assert f"{path}:11: stages.1.params.min_doc_wrds: Extra inputs are not permitted" in str(err.value)
+
+
+def test_wrong_param_type(tmp_path):
+    path = _spec(tmp_path, BASE + "  - name: q\n    op: gopher_quality\n    params:\n      min_doc_words: many\n")
+    with pytest.raises(SpecError, match=r"p.yaml:11: stages.1.params.min_doc_words: .*integer"):
+        load_pipeline_spec(path)
+
+
+def test_unknown_operator(tmp_path):
+    path = _spec(tmp_path, BASE + "  - name: q\n    op: gopher_qualty\n")
+    with pytest.raises(SpecError, match=r"p.yaml:8: stages.1: unknown operator 'gopher_qualty'; known: .*gopher_quality"):
+        load_pipeline_spec(path)
+
+
+def test_missing_field_and_bad_input(tmp_path):
+    with pytest.raises(SpecError, match=r"p.yaml:\d+: sources.0.landing: Field required"):
+        load_pipeline_spec(_spec(tmp_path, "pipeline: p\nsources:\n  - name: s\nstages:\n  - {name: raw, op: ingest}\n"))
+    with pytest.raises(SpecError, match="input 'nope' is not an earlier stage"):
+        load_pipeline_spec(_spec(tmp_path, BASE + "  - {name: a, op: normalize, input: nope}\n"))
+
+
+def test_column_flow_is_checked(tmp_path):
+    from dagster_llmdata import Operator, register_operator
+    from dagster_llmdata.operators import REGISTRY
+
+    class NeedsScore(Operator):
+        name = "needs_score_test"
+        description = "test operator that needs a quality_score column"
+        requires = ("id", "text", "quality_score")
+
+    register_operator(NeedsScore)
+    try:
+        with pytest.raises(SpecError, match=r"stage 'a' needs columns \['quality_score'\]"):
+            load_pipeline_spec(_spec(tmp_path, BASE + "  - {name: a, op: needs_score_test}\n"))
+    finally:
+        REGISTRY.pop("needs_score_test")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(SpecError, match=r"p.yaml:3: invalid YAML"):
+        load_pipeline_spec(_spec(tmp_path, "pipeline: p\nsources: [\n  - x: : :\n"))
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_pipeline_spec(tmp_path / "absent.yaml")
+
+
+def test_first_stage_must_ingest(tmp_path):
+    with pytest.raises(SpecError, match="first stage must use op `ingest`"):
+        load_pipeline_spec(_spec(tmp_path, "pipeline: p\nsources: [{name: s, landing: l}]\nstages:\n  - {name: a, op: normalize}\n"))
