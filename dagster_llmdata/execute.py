@@ -44,6 +44,36 @@ def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     return StageOutcome(ledger=ledger, seconds=seconds, schema=schema, metadata=extra)
 
 
+def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
+    """Run a linear chain of per-document stages in ONE datatrove pass: read once, and after each
+    stage write its kept docs to its own dataset (so every stage is still its own asset with its
+    own data, rejected docs and ledger). Consecutive filters then share datatrove's per-text
+    tokenisation cache instead of re-tokenising every doc per stage."""
+    if not all(op.per_document for op, _ in chain):
+        raise ValueError("only per-document operators can run fused")
+    first = chain[0][1]
+    pipeline: list = [first.reader()]
+    schema = first.input_schema
+    for op, run in chain:
+        run.reset_outputs()
+        run.input_schema = schema
+        schema = run.output_schema(op.produced_columns())
+        pipeline += [op.routed_step(run, schema), run.kept_writer(schema)]
+    start = time.perf_counter()
+    stats = first.execute(pipeline, name="fused")
+    seconds = time.perf_counter() - start
+    outcomes, upstream_files = [], first.input_files
+    for op, run in chain:
+        schema = run.output_schema(op.produced_columns())
+        run.finalize(schema)
+        run.input_files = upstream_files  # what this stage actually read, now that it exists
+        ledger = count_ledger(count_rows(upstream_files), run.output_dir, run.rejected_dir, run.quarantine_dir)
+        meta = {**op.metadata_from_stats(stats), "llmdata/fused_with": [r.stage for _, r in chain]}
+        outcomes.append(StageOutcome(ledger=ledger, seconds=seconds, schema=schema, metadata=meta))
+        upstream_files = list_parquet(run.output_dir)
+    return outcomes
+
+
 def apply_operator(
     name: str,
     in_path: str | Path,

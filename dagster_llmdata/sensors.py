@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import BaseModel, ConfigDict, Field
 
 from .factory import partitions_def_for
@@ -49,7 +48,7 @@ def landing_entries(spec: PipelineSpec, root: Path) -> dict[str, str]:
     return entries
 
 
-def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, root: Path, job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
+def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, root: Path, job) -> dg.SensorDefinition:
     partitions = partitions_def_for(spec)
 
     @dg.sensor(

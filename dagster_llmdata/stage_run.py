@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from .io.docsteps import DatasetWriter, ParquetDocReader
@@ -26,6 +27,8 @@ class ExecutorConfig(BaseModel):
     workers: int = Field(1, ge=1)
     # forkserver: safe inside Dagster's threaded run worker; "fork" starts faster
     start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
+    # run consecutive per-document stages in one datatrove pass (each still its own asset)
+    fuse: bool = True
 
 
 @dataclass
@@ -72,8 +75,9 @@ class StageRun:
 
     @property
     def tasks(self) -> int:
-        # more tasks than input files would only start idle workers
-        return max(1, min(self.executor.tasks, len(self.input_files) or 1))
+        # the reader splits by row group: more tasks than row groups would only idle
+        groups = sum(pq.ParquetFile(f).num_row_groups for f in self.input_files if f.endswith(".parquet"))
+        return max(1, min(self.executor.tasks, groups or len(self.input_files) or 1))
 
     def execute(self, pipeline: list, tasks: int | None = None, name: str | None = None) -> dict[str, dict[str, float]]:
         """Run a datatrove pipeline on the configured executor with a fresh logging dir

@@ -32,22 +32,28 @@ def document_to_row(_writer, doc: Document) -> dict:
 
 
 class ParquetDocReader(PipelineStep):
-    """Reads the Parquet files of a dataset; rank r of W reads files r, r+W, ..."""
+    """Reads the Parquet files of a dataset. Work is split by row group, not by file, so a
+    partition that is one file still spreads over every task; the split is deterministic, so
+    multi-pass steps (MinHash signatures, then its filter) see the same docs in the same order."""
 
     name = "📖 Parquet dataset"
     type = "📖 - READER"
 
-    def __init__(self, files: list[str], batch_size: int = 1024):
+    def __init__(self, files: list[str]):
         super().__init__()
         self.files = list(files)
-        self.batch_size = batch_size
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        for path in self.files[rank::world_size]:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size):
-                for row in batch.to_pylist():
+        unit = 0
+        for path in self.files:
+            pf = pq.ParquetFile(path)
+            for group in range(pf.num_row_groups):
+                unit += 1
+                if (unit - 1) % world_size != rank:
+                    continue
+                for row in pf.read_row_group(group).to_pylist():
                     self.stat_update("documents")
                     yield row_to_document(row)
 

@@ -43,6 +43,14 @@ class Operator(ABC):
         blob = json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
         return f"{self.name}-v{self.version}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
+    @property
+    def per_document(self) -> bool:
+        """A doc_fn operator: it can run fused in one datatrove pass with its neighbours."""
+        return type(self).run is Operator.run
+
+    def routed_step(self, run: StageRun, schema: pa.Schema) -> RoutedDocStep:
+        return RoutedDocStep(run.stage, self.name, self.doc_fn(), run.rejected_writer(schema), run.quarantine_writer(schema))
+
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)
 
@@ -53,10 +61,7 @@ class Operator(ABC):
         """Process `run.input_files` into the kept / rejected / quarantine folders.
         Returns extra metadata (per-kind counts, ...) for the materialisation."""
         out_schema = run.output_schema(self.produced_columns())
-        route = RoutedDocStep(
-            run.stage, self.name, self.doc_fn(), run.rejected_writer(out_schema), run.quarantine_writer(out_schema)
-        )
-        stats = run.execute([run.reader(), route, run.kept_writer(out_schema)])
+        stats = run.execute([run.reader(), self.routed_step(run, out_schema), run.kept_writer(out_schema)])
         return self.metadata_from_stats(stats)
 
     def metadata_from_stats(self, stats: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -254,7 +254,8 @@ class Ingest(Operator):
         schema = CORE_SCHEMA
         root = run.context.get("source_root", "")
         reader = RawSourceReader(run.input_files, root, self.params, run.stage, run.quarantine_writer(schema))
-        stats = run.execute([reader, run.kept_writer(schema)])
+        # raw files are split between tasks file by file
+        stats = run.execute([reader, run.kept_writer(schema)], tasks=max(1, min(run.executor.tasks, len(run.input_files))))
         run.n_in_override = int(stats.get(reader.name, {}).get("records", 0))
         run.input_schema = schema
         return {}
