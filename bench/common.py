@@ -49,13 +49,16 @@ def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
     return sorted(folder.glob("part-*.jsonl"))
 
 
-def make_project(name: str, stages_yaml: str, landing_files: list[Path], tasks: int = 2, workers: int = 2) -> Path:
+def make_project(name: str, stages_yaml: str, landing: dict[str, list[Path]], tasks: int = 2, workers: int = 2) -> Path:
+    """A throwaway project; `landing` maps each partition (a landing folder entry) to its files."""
     root = WORK / name
     shutil.rmtree(root, ignore_errors=True)
     (root / "assets").mkdir(parents=True)
-    (root / "landing" / "src").mkdir(parents=True)
-    for f in landing_files:
-        os.link(f, root / "landing" / "src" / f.name)
+    for entry, files in landing.items():
+        folder = root / "landing" / "src" / entry
+        folder.mkdir(parents=True)
+        for f in files:
+            os.link(f, folder / f.name)
     spec = textwrap.dedent(
         f"""\
         pipeline: {name}

@@ -58,6 +58,24 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_rejected(args) -> int:
+    from .loader import load_pipeline_specs
+    from .report import rejected_examples
+
+    root = Path(args.project).resolve()
+    specs = {s.pipeline: s for s in load_pipeline_specs(root)}
+    pipeline = args.pipeline or next(iter(specs), None)
+    if pipeline not in specs:
+        print(f"no pipeline {pipeline!r} in {root / 'assets'} (known: {sorted(specs)})", file=sys.stderr)
+        return 2
+    try:
+        print(rejected_examples(specs[pipeline], root, args.stage, args.n, args.quarantine))
+    except StopIteration:
+        print(f"pipeline {pipeline!r} has no stage {args.stage!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -105,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="per-stage docs in / kept / dropped / quarantined, from disk")
     p.add_argument("--project", default=".")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("rejected", help="dropped documents of a stage, a few per reason")
+    p.add_argument("stage")
+    p.add_argument("--pipeline", default=None)
+    p.add_argument("--project", default=".")
+    p.add_argument("-n", type=int, default=3, help="examples per reason")
+    p.add_argument("--quarantine", action="store_true", help="show quarantined instead of rejected docs")
+    p.set_defaults(func=cmd_rejected)
 
     p = sub.add_parser("demo", help="build the sample corpus and materialise the default pipeline")
     p.add_argument("--project", default=".")

@@ -39,3 +39,27 @@ def stage_table(spec: PipelineSpec, root: Path) -> str:
             reasons += ("; " if reasons else "") + "quarantined: " + ", ".join(f"{k}={v}" for k, v in r["quarantined"].items())
         lines.append(f"{r['stage']:22s} {r['op']:18s} {r['n_in']:8d} {r['n_out']:8d} {dropped:8d} {quarantined:6d}  {reasons}")
     return "\n".join(lines)
+
+
+def rejected_examples(spec: PipelineSpec, root: Path, stage: str, per_reason: int = 3, quarantine: bool = False) -> str:
+    """A few dropped documents per reason, with the id each duplicate was dropped for."""
+    from .io.parquet_store import iter_batches, list_parquet
+
+    spec.stage(stage)  # unknown stage -> StopIteration -> caller reports it
+    layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
+    folder = layout.stage_root(stage) / ("quarantine" if quarantine else "rejected")
+    seen: dict[str, list[dict]] = {}
+    counts: dict[str, int] = {}
+    for batch in iter_batches(list_parquet(folder), columns=["id", "reason", "kept_id", "text"]):
+        for row in batch.to_pylist():
+            counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+            if len(seen.setdefault(row["reason"], [])) < per_reason:
+                seen[row["reason"]].append(row)
+    lines = [f"{spec.pipeline}/{stage}: {sum(counts.values())} {'quarantined' if quarantine else 'rejected'} docs in {folder}"]
+    for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        lines.append(f"\n{reason}: {n}")
+        for row in seen[reason]:
+            text = " ".join((row["text"] or "").split())[:150]
+            kept = f" (kept {row['kept_id']})" if row["kept_id"] else ""
+            lines.append(f"  {row['id']}{kept}: {text}")
+    return "\n".join(lines)

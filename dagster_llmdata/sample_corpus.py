@@ -67,7 +67,8 @@ def debian_docs(limit: int = 4000) -> Iterator[dict]:
                 return
             try:
                 if f.name.startswith("changelog") and f.suffix == ".gz":
-                    raw = gzip.open(f).read().decode("utf-8", "replace")
+                    with gzip.open(f) as fh:
+                        raw = fh.read().decode("utf-8", "replace")
                     for entry in re.split(r"\n(?=\S+ \([^)]*\) )", raw)[:5]:
                         yield {"text": entry, "domain": "debian", "title": f"{pkg.name}/{f.name}"}
                         n += 1

@@ -3,8 +3,8 @@ executor it runs on. Dagster-free, so operators run the same from Python, the CL
 
 from __future__ import annotations
 
+import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +88,10 @@ class StageRun:
         tasks = tasks or self.tasks
         workers = min(self.executor.workers, tasks)
         if self.executor.kind == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise RuntimeError("executor kind 'ray' needs Ray: pip install 'dagster-llmdata[ray]'") from None
             from datatrove.executor import RayPipelineExecutor
 
             executor = RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
@@ -99,6 +103,10 @@ class StageRun:
                 start_method=self.executor.start_method,
             )
         stats = executor.run()
+        if stats is None and (logging_dir / "stats.json").exists():  # Ray's run() only saves them
+            from datatrove.utils.stats import PipelineStats
+
+            stats = PipelineStats.from_json(json.loads((logging_dir / "stats.json").read_text()))
         return stats_to_dict(stats)
 
     def finalize(self, schema: pa.Schema) -> None:
@@ -118,12 +126,3 @@ def stats_to_dict(stats) -> dict[str, dict[str, float]]:
             values[key] = float(getattr(metric, "total", metric))
         out[step.name.split(": ", 1)[-1]] = values  # "TYPE: name" -> name
     return out
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -194,3 +195,37 @@ def test_multiple_datatrove_workers(project, instance, tasks, workers):
     result = _materialize(project, instance)
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     assert _materialization(result, "deduplicated").metadata["dropped/exact_duplicate"].value == 1
+
+
+def test_per_document_stages_run_fused_but_stay_separate_assets(project, instance):
+    from dagster_llmdata.factory import execution_units
+    from dagster_llmdata.spec import load_pipeline_spec
+
+    units = execution_units(load_pipeline_spec(project / "assets/tiny.yaml"))
+    assert [[s.name for s in u] for u in units] == [
+        ["raw"], ["normalized"], ["deduplicated"], ["near_deduplicated"], ["quality_filtered", "redacted"], ["shards"],
+    ]
+    result = _materialize(project, instance)
+    for stage in ("quality_filtered", "redacted"):
+        md = _materialization(result, stage).metadata
+        assert md["llmdata/fused_with"].value == ["quality_filtered", "redacted"]
+    # the second stage of a fused unit can be materialised on its own, from its input on disk
+    spec = project / "assets/tiny.yaml"
+    spec.write_text(spec.read_text().replace("op: pii_redact}", "op: pii_redact, params: {kinds: [email]}}"))
+    result = dg.materialize(_assets(project), partition_key=PARTITION, instance=instance,
+                            selection=dg.AssetSelection.assets(dg.AssetKey(["tiny", "redacted"])))
+    md = _materialization(result, "redacted").metadata
+    assert md["pii_email"].value == 1 and md["pii_phone"].value == 0 and md["n_in"].value == md["n_out"].value
+    assert "llmdata/skipped" not in md
+
+
+def test_unfused_executor_gives_the_same_ledgers(project, instance, tmp_path):
+    fused = _materialize(project, instance)
+    spec = project / "assets/tiny.yaml"
+    spec.write_text(spec.read_text().replace("{kind: local, tasks: 1, workers: 1}", "{kind: local, tasks: 1, workers: 1, fuse: false}"))
+    shutil.rmtree(project / "data")  # the executor is not part of the code version: force real work
+    unfused = _materialize(project, instance)
+    for stage in STAGES:
+        a, b = _materialization(fused, stage).metadata, _materialization(unfused, stage).metadata
+        assert "llmdata/fused_with" not in b and "llmdata/skipped" not in b
+        assert (a["n_in"].value, a["n_out"].value) == (b["n_in"].value, b["n_out"].value), stage

@@ -1,0 +1,77 @@
+"""Run every benchmark (each in its own process) and write bench/results/SUMMARY.md.
+
+    make bench                      # full sizes: 100k overhead, 100k throughput, 110k incremental, 100k + 1M memory
+    .venv/bin/python bench/run_all.py --quick   # 10x smaller, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def run(script: str, *args: str) -> None:
+    print(f"== {script} {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *args], check=True, cwd=HERE)
+
+
+def summary() -> str:
+    def load(name):
+        path = RESULTS / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    lines = ["# Benchmark results", "", "Machine: 2 cores, no GPU (see each JSON for the exact commit and date).", ""]
+    if (o := load("overhead")):
+        lines += ["## Overhead: Dagster graph vs bare datatrove", "",
+                  f"{o['docs']:,} docs, tasks={o['tasks']} workers={o['workers']}, same run, alternating sides.", "",
+                  "| run | bare datatrove (s) | through Dagster (s) | ratio |", "|---|---|---|---|"]
+        lines += [f"| {i + 1} | {r['bare_s']} | {r['dagster_s']} | {r['ratio']} |" for i, r in enumerate(o["runs"])]
+        lines += ["", f"Median ratio {o['ratio_median']} (target <= {o['target']}).", ""]
+    if (m := load("memory")):
+        lines += ["## Memory: peak RSS of the process tree", "", "| docs | corpus MB | peak RSS tree (MB) | largest process (MB) | wall (s) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['docs']:,} | {r['corpus_mb']} | {r['peak_rss_tree_mb']} | {r['peak_rss_single_process_mb']} | {r['wall_s']} |" for r in m["runs"]]
+        lines += ["", f"Growth {m['growth']}x (target < {m['target_growth']}x).", ""]
+    if (t := load("throughput")):
+        lines += ["## Throughput of the default pipeline", "",
+                  f"{t['docs']:,} docs in {t['wall_s']} s with {t['workers']} workers: {t['docs_per_s']} docs/s, "
+                  f"**{t['docs_per_s_per_core']} docs/s per core**.", "", "| stage | in | kept | runtime (s) | fused with |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['n_in']:,} | {v['n_out']:,} | {v['runtime_s']} | {', '.join(v['fused_with'] or [])} |" for k, v in t["stages"].items()]
+        lines.append("")
+    if (i := load("incremental")):
+        lines += ["## Incremental: one new partition vs a full re-run", "",
+                  f"{i['docs']:,} docs landed as {i['partitions']} files (partitions), default pipeline.", "",
+                  f"- full run of all partitions: {i['full_run_s']} s",
+                  f"- one newly landed partition: {i['one_new_partition_s']} s ({i['new_vs_full']}x the full run)",
+                  f"- re-run with nothing changed (every stage skips): {i['noop_rerun_s']} s", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory"])
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args()
+    k = 10 if args.quick else 1
+    if not args.summary_only:
+        plan = {
+            "overhead": ("overhead.py", "--docs", str(100_000 // k), "--repeats", "2"),
+            "throughput": ("throughput.py", "--docs", str(100_000 // k)),
+            "incremental": ("incremental.py", "--docs", str(110_000 // k), "--files", "11"),
+            "memory": ("memory.py", "--sizes", str(100_000 // k), str(1_000_000 // k)),
+        }
+        for name in args.only:
+            run(*plan[name])
+    (RESULTS / "SUMMARY.md").write_text(summary())
+    print((RESULTS / "SUMMARY.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
