@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .component import PipelineComponent
 from .execute import StageOutcome, apply_operator, run_stage
 from .factory import LEDGER_CHECK, build_pipeline_assets, build_pipeline_job, partitions_def_for
 from .ledger import Ledger
@@ -19,6 +20,7 @@ __all__ = [
     "Ledger",
     "Operator",
     "OperatorParams",
+    "PipelineComponent",
     "PipelineSpec",
     "REGISTRY",
     "SourceSpec",
