@@ -19,8 +19,9 @@ sys.path.insert(0, str(REPO))
 
 
 def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
-    """The sample corpus at `n_docs` docs, re-cut into `n_files` JSONL files (cached under bench/work)."""
-    folder = WORK / f"corpus-{n_docs}-{n_files}"
+    """The sample corpus at `n_docs` docs, dealt round-robin into `n_files` JSONL files (so every
+    file has the same mix of domains and the same work), cached under bench/work."""
+    folder = WORK / f"corpus-{n_docs}-{n_files}-rr"
     done = folder / "_done"
     if done.exists():
         return sorted(folder.glob("part-*.jsonl"))
@@ -31,7 +32,6 @@ def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
     build_sample_corpus(raw, n_docs)
     import gzip
 
-    rows_per_file = -(-n_docs // n_files)
     outs = [open(folder / f"part-{i:03d}.jsonl", "w") for i in range(n_files)]
     n = 0
     for path in sorted(raw.iterdir()):
@@ -40,7 +40,7 @@ def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
         else:
             lines = (gzip.open(path, "rt") if path.suffix == ".gz" else open(path))
         for line in lines:
-            outs[min(n // rows_per_file, n_files - 1)].write(line)
+            outs[n % n_files].write(line)
             n += 1
     for f in outs:
         f.close()

@@ -21,7 +21,7 @@ CHILD = """
 import sys
 sys.path.insert(0, {bench!r})
 from common import materialize, quiet_stderr
-
+from pathlib import Path
 if __name__ == "__main__":
     with quiet_stderr(Path({log!r})):
         print(materialize(Path({root!r}), ["src/batch"]))

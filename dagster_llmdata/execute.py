@@ -62,14 +62,19 @@ def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
     start = time.perf_counter()
     stats = first.execute(pipeline, name="fused")
     seconds = time.perf_counter() - start
+    # the pass's wall time, shared out by each stage's own measured time in it
+    step_times = {run.stage: stats.get(f"{op.name} ({run.stage})", {}).get("time_s", 0.0) for op, run in chain}
+    total_step_time = sum(step_times.values()) or 1.0
     outcomes, upstream_files = [], first.input_files
     for op, run in chain:
         schema = run.output_schema(op.produced_columns())
         run.finalize(schema)
         run.input_files = upstream_files  # what this stage actually read, now that it exists
         ledger = count_ledger(count_rows(upstream_files), run.output_dir, run.rejected_dir, run.quarantine_dir)
-        meta = {**op.metadata_from_stats(stats), "llmdata/fused_with": [r.stage for _, r in chain]}
-        outcomes.append(StageOutcome(ledger=ledger, seconds=seconds, schema=schema, metadata=meta))
+        meta = {**op.metadata_from_stats(stats), "llmdata/fused_with": [r.stage for _, r in chain],
+                "llmdata/fused_run_s": round(seconds, 3)}
+        share = seconds * step_times[run.stage] / total_step_time
+        outcomes.append(StageOutcome(ledger=ledger, seconds=share, schema=schema, metadata=meta))
         upstream_files = list_parquet(run.output_dir)
     return outcomes
 

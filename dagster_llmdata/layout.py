@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,20 @@ from pathlib import Path
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=/-]")
 
 
+# what Dagster refuses inside a partition key
+INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
 def partition_folder(key: str) -> str:
-    """A partition key as a relative folder (source/file name), never escaping the stage folder."""
+    """A partition key as a relative folder (source/file name), never escaping the stage folder.
+    A key that needed cleaning gets a short hash, so `a b.jsonl` and `a_b.jsonl` stay apart."""
     parts = [p for p in _UNSAFE.sub("_", key).split("/") if p not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"partition key {key!r} has no usable name")
-    return "/".join(parts)
+    folder = "/".join(parts)
+    if folder != key:
+        folder += "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+    return folder
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,6 @@ class PipelineLayout:
         return self.stage_root(stage) / "work" / partition_folder(partition)
 
     def partitions_on_disk(self, stage: str) -> list[str]:
-        """Partition folders that hold a finished materialisation of `stage`."""
+        """Partition folders (as `partition_folder` names them) holding a finished materialisation."""
         base = self.stage_root(stage) / "data"
         return sorted(str(p.parent.relative_to(base)) for p in base.rglob("_ledger.json")) if base.exists() else []

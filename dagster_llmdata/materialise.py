@@ -13,7 +13,7 @@ from typing import Any
 from .execute import StageOutcome, run_fused, run_stage
 from .io.parquet_store import list_parquet
 from .io.schema import CORE_SCHEMA
-from .layout import PipelineLayout
+from .layout import PipelineLayout, partition_folder
 from .ledger import Ledger, count_ledger, load_record, save_record
 from .operators import Operator, get_operator
 from .operators.ingest import expand_input
@@ -67,8 +67,9 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         if require_input and not input_files:
             raise PartitionInputMissing(f"{stage.name}[{partition}]: upstream {stage.input!r} has no data at {upstream_dir}")
         input_schema = None
+        own = partition_folder(partition)
         context["peer_output_dirs"] = [
-            layout.data_dir(stage.name, p) for p in layout.partitions_on_disk(stage.name) if p != partition
+            layout.stage_root(stage.name) / "data" / p for p in layout.partitions_on_disk(stage.name) if p != own
         ]
     run = StageRun(
         stage=stage.name,
@@ -126,7 +127,7 @@ def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: 
             if not done[-1][2].ledger.balanced:
                 break  # a broken ledger stops the chain: nothing downstream of it is built
     for stage, (run, op), outcome in done:
-        ledger = count_ledger(outcome.ledger.n_in, run.output_dir, run.rejected_dir, run.quarantine_dir)
+        ledger = outcome.ledger
         fp = fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
         data_version = hashlib.sha1(f"{fp}{json.dumps(ledger.to_dict(), sort_keys=True)}".encode()).hexdigest()[:16]
         plain = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str, bool))}

@@ -90,7 +90,7 @@ def html_pages(limit: int = 300) -> Iterator[tuple[str, str]]:
         if n >= limit // 2:
             break
         try:
-            yield f"{f.parent.name}_{f.name}", f.read_text("utf-8", "replace")
+            yield f"{n:03d}_{f.parent.name}_{f.name}", f.read_text("utf-8", "replace")
             n += 1
         except OSError:
             continue

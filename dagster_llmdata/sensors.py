@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
 from .factory import partitions_def_for
-from .layout import partition_folder
+from .layout import INVALID_KEY_PARTS
 from .spec import PipelineSpec
 
 
@@ -28,8 +28,9 @@ class SensorsFile(BaseModel):
     sensors: list[LandingSensorSpec] = Field(default_factory=list)
 
 
-def landing_entries(spec: PipelineSpec, root: Path) -> dict[str, str]:
-    """{partition key: change stamp} for everything in the pipeline's landing folders."""
+def landing_entries(spec: PipelineSpec, root: Path, unusable: list[str] | None = None) -> dict[str, str]:
+    """{partition key: change stamp} for everything in the pipeline's landing folders. Names Dagster
+    cannot take as a partition key (a newline, "...") are listed in `unusable` instead."""
     entries: dict[str, str] = {}
     for source in spec.sources:
         folder = root / source.landing
@@ -39,8 +40,10 @@ def landing_entries(spec: PipelineSpec, root: Path) -> dict[str, str]:
             if entry.name.startswith((".", "_")) or entry.name.endswith((".tmp", ".part")):
                 continue  # hidden files and files still being written
             key = f"{source.name}/{entry.name}"
-            if partition_folder(key) != key:
-                continue  # a name that is not a safe folder name (spaces, quotes) waits for a rename
+            if any(bad in key for bad in INVALID_KEY_PARTS):
+                if unusable is not None:
+                    unusable.append(str(entry))
+                continue
             files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
             stamp = max((p.stat().st_mtime_ns for p in files), default=0)
             size = sum(p.stat().st_size for p in files)
@@ -59,7 +62,10 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
         description=f"New or changed files in the landing folders of {spec.pipeline!r} -> one partition run each.",
     )
     def _landing(context: dg.SensorEvaluationContext):
-        entries = landing_entries(spec, root)
+        unusable: list[str] = []
+        entries = landing_entries(spec, root, unusable)
+        for path in unusable:
+            context.log.warning(f"landing entry {path!r} cannot be a Dagster partition key; rename it to process it")
         # cursor: the change stamp last requested per partition, so an unchanged file is never
         # requested twice and a rewritten one is requested again
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

@@ -124,5 +124,6 @@ def stats_to_dict(stats) -> dict[str, dict[str, float]]:
         values = {}
         for key, metric in step.stats.items():
             values[key] = float(getattr(metric, "total", metric))
+        values["time_s"] = float(step.time_stats.total)  # summed over tasks: CPU-seconds
         out[step.name.split(": ", 1)[-1]] = values  # "TYPE: name" -> name
     return out

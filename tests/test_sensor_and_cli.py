@@ -105,3 +105,27 @@ def test_llmdata_ops_lists_registry():
     res = subprocess.run([str(BIN / "llmdata"), "ops", "--json"], capture_output=True, text=True, check=True)
     described = [json.loads(line) for line in res.stdout.splitlines()]
     assert {"minhash_dedup", "export_shards"} <= {d["name"] for d in described}
+
+
+def test_odd_landing_names(project, instance, prose):
+    from dagster_llmdata.layout import partition_folder
+    from dagster_llmdata.loader import load_pipeline_specs
+    from dagster_llmdata.sensors import landing_entries
+
+    (project / "landing/web/my batch (1).jsonl").write_text(json.dumps({"text": prose[5]}) + "\n")
+    (project / "landing/web/bad...name.jsonl").write_text(json.dumps({"text": prose[6]}) + "\n")
+    (project / "landing/web/.hidden.jsonl").write_text("{}\n")
+    (project / "landing/web/upload.jsonl.part").write_text("{}\n")
+    (spec,) = load_pipeline_specs(project)
+    unusable: list[str] = []
+    assert sorted(landing_entries(spec, project, unusable)) == ["web/batch1.jsonl", "web/my batch (1).jsonl"]
+    assert unusable == [str(project / "landing/web/bad...name.jsonl")]
+
+    folder = partition_folder("web/my batch (1).jsonl")
+    assert folder.startswith("web/my_batch__1_.jsonl-") and folder != partition_folder("web/my_batch__1_.jsonl")
+    assert ".." not in partition_folder("web/../../etc")
+
+    instance.add_dynamic_partitions("tiny_files", ["web/my batch (1).jsonl"])
+    result = load_project(project).resolve_job_def("tiny_job").execute_in_process(partition_key="web/my batch (1).jsonl", instance=instance)
+    assert result.success
+    assert (project / "data/pipelines/tiny/raw/data" / folder / "_ledger.json").exists()
