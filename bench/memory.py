@@ -54,7 +54,7 @@ def _tree_rss_kb(pid: int) -> tuple[int, int]:
 
 def measure(n_docs: int, tasks: int, workers: int) -> dict:
     files = corpus_files(n_docs, tasks)
-    root = make_project(f"memory-{n_docs}", STAGES, {"batch": files}, tasks, workers)
+    root = make_project(f"memory_{n_docs}", STAGES, {"batch": files}, tasks, workers)
     script = CHILD.format(bench=str(REPO / "bench"), log=str(WORK / f"memory-{n_docs}.log"), root=str(root))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
