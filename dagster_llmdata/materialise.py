@@ -52,7 +52,10 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
     context: dict[str, Any] = {}
     if stage.op == "ingest":
         source_name, _, entry = partition.partition("/")
-        source = spec.source(source_name)
+        try:
+            source = spec.source(source_name)
+        except KeyError as exc:
+            raise PartitionInputMissing(f"partition {partition!r}: {exc.args[0]}") from None
         path = ctx.root / source.landing / entry
         if not path.exists():
             raise PartitionInputMissing(f"partition {partition!r}: {path} does not exist (was the landing file removed?)")

@@ -67,11 +67,11 @@ class StageRun:
     def kept_writer(self, schema: pa.Schema) -> DatasetWriter:
         return DatasetWriter(str(self.output_dir), schema)
 
-    def rejected_writer(self, schema: pa.Schema, prefix: str = "part") -> DatasetWriter:
-        return DatasetWriter(str(self.rejected_dir), drop_schema(schema), prefix=prefix)
+    def rejected_writer(self, schema: pa.Schema) -> DatasetWriter:
+        return DatasetWriter(str(self.rejected_dir), drop_schema(schema))
 
-    def quarantine_writer(self, schema: pa.Schema, prefix: str = "part") -> DatasetWriter:
-        return DatasetWriter(str(self.quarantine_dir), drop_schema(schema), prefix=prefix)
+    def quarantine_writer(self, schema: pa.Schema) -> DatasetWriter:
+        return DatasetWriter(str(self.quarantine_dir), drop_schema(schema))
 
     @property
     def tasks(self) -> int:

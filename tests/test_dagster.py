@@ -160,11 +160,12 @@ def test_bad_landing_file_is_quarantined_through_the_graph(project, instance):
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_missing_landing_file_fails_with_a_clear_message(project, instance):
-    result = _materialize(project, instance, partition="web/gone.jsonl", raise_on_error=False)
+@pytest.mark.parametrize("partition,message", [("web/gone.jsonl", "does not exist"), ("nosuch/a.jsonl", "has no source 'nosuch'")])
+def test_missing_landing_file_fails_with_a_clear_message(project, instance, partition, message):
+    result = _materialize(project, instance, partition=partition, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "does not exist" in failure.event_specific_data.error.message
+    assert message in failure.event_specific_data.error.message
 
 
 def test_empty_partition_flows_through(project, instance):

@@ -63,10 +63,10 @@ class DatasetWriter(ParquetWriter):
 
     name = "💽 Parquet dataset"
 
-    def __init__(self, folder: str, schema: pa.Schema, prefix: str = "part"):
+    def __init__(self, folder: str, schema: pa.Schema):
         super().__init__(
             folder,
-            output_filename=prefix + "-${rank}.parquet",
+            output_filename="part-${rank}.parquet",
             adapter=document_to_row,
             schema=schema,
             batch_size=512,

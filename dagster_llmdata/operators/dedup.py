@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -90,7 +90,7 @@ class MinhashParams(OperatorParams):
     num_buckets: int = 14
     hashes_per_bucket: int = 8
     seed: int = 1
-    hash_precision: int = 64
+    hash_precision: Literal[32, 64] = 64
     language: str = "eng"
 
 
