@@ -63,10 +63,3 @@ def write_empty(folder: str | os.PathLike, schema: pa.Schema, name: str = "empty
     path = str(Path(folder) / name)
     pq.write_table(schema.empty_table(), path)
     return path
-
-
-def read_table(folder: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    files = list_parquet(folder)
-    if not files:
-        raise FileNotFoundError(f"no Parquet files under {folder}")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")

@@ -21,7 +21,6 @@ DROP_FIELDS = [
     pa.field("reason", pa.string()),
     pa.field("kept_id", pa.string()),  # for duplicates: the id of the doc kept in its place
 ]
-DROP_FIELD_NAMES = tuple(f.name for f in DROP_FIELDS)
 
 
 def with_columns(schema: pa.Schema, produced: dict[str, pa.DataType]) -> pa.Schema:
