@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "work"
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
+
+from dagster_llmdata.logs import stderr_to as quiet_stderr  # noqa: E402, F401  (re-exported to the benchmarks)
 
 
 def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
@@ -96,25 +99,14 @@ def materialize(root: Path, partitions: list[str], selection: list[str] | None =
     return time.perf_counter() - start
 
 
-def quiet_stderr(path: Path):
-    """datatrove logs every task to fd 2; benchmarks send that to a file."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def _cm():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with open(path, "a") as log:
-            os.dup2(log.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-
-    return _cm()
+def bench_args(**defaults) -> argparse.ArgumentParser:
+    """A benchmark's command line: its own size options plus the executor's tasks and workers."""
+    ap = argparse.ArgumentParser()
+    for name, value in defaults.items():
+        ap.add_argument(f"--{name}", type=type(value), default=value)
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    return ap
 
 
 def machine() -> dict:

@@ -7,22 +7,24 @@ changed (every stage skips).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 
-from common import WORK, corpus_files, make_project, materialize, quiet_stderr, save
+from common import (
+    WORK,
+    bench_args,
+    corpus_files,
+    make_project,
+    materialize,
+    quiet_stderr,
+    save,
+)
 from throughput import default_stages_yaml
 
 
 def main() -> None:
     import dagster as dg
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=110_000)
-    ap.add_argument("--files", type=int, default=11)
-    ap.add_argument("--tasks", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
+    args = bench_args(docs=110_000, files=11).parse_args()
     files = corpus_files(args.docs, args.files)
     root = make_project("incremental", default_stages_yaml(), {f.stem: [f] for f in files}, args.tasks, args.workers)
     partitions = [f"src/{f.stem}" for f in files]

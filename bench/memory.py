@@ -7,14 +7,12 @@ summed over the whole process tree (Dagster run + datatrove workers). Target: gr
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
 
-
-from common import REPO, WORK, corpus_files, make_project, save
+from common import REPO, WORK, bench_args, corpus_files, make_project, save
 from overhead import STAGES
 
 CHILD = """
@@ -73,10 +71,8 @@ def measure(n_docs: int, tasks: int, workers: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_args()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--tasks", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     runs = []
     for n in args.sizes:

@@ -7,11 +7,18 @@ same run). Target: Dagster / bare <= 1.15 wall time.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 
-from common import WORK, corpus_files, make_project, materialize, quiet_stderr, save
+from common import (
+    WORK,
+    bench_args,
+    corpus_files,
+    make_project,
+    materialize,
+    quiet_stderr,
+    save,
+)
 
 STAGES = """\
 - {name: raw, op: ingest}
@@ -26,9 +33,18 @@ TIMED = ["repetition_filtered", "quality_filtered", "web_filtered", "near_dedupl
 def bare_datatrove(raw_dir: str, out: str, tasks: int, workers: int) -> float:
     """What a user writes by hand with datatrove: one filter pipeline, then MinHash's four stages."""
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
-    from datatrove.pipeline.filters import FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.filters import (
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
 
@@ -58,12 +74,7 @@ def bare_datatrove(raw_dir: str, out: str, tasks: int, workers: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--tasks", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
+    args = bench_args(docs=100_000, repeats=2).parse_args()
     # one partition of `tasks` files, so bare datatrove (which splits work by file) gets the same parallelism
     files = corpus_files(args.docs, args.tasks)
     root = make_project("overhead", STAGES, {"batch": files}, args.tasks, args.workers)

@@ -6,10 +6,16 @@ sample corpus, materialised through Dagster. Per-stage docs/s come from each sta
 
 from __future__ import annotations
 
-import argparse
-
 import yaml
-from common import REPO, WORK, corpus_files, make_project, quiet_stderr, save
+from common import (
+    REPO,
+    WORK,
+    bench_args,
+    corpus_files,
+    make_project,
+    quiet_stderr,
+    save,
+)
 
 
 def default_stages_yaml() -> str:
@@ -24,11 +30,7 @@ def main() -> None:
 
     from dagster_llmdata import load_project
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--tasks", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
+    args = bench_args(docs=100_000).parse_args()
     files = corpus_files(args.docs, args.tasks)
     root = make_project("throughput", default_stages_yaml(), {"batch": files}, args.tasks, args.workers)
     defs = load_project(root)

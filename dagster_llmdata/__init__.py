@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from .component import PipelineComponent
 from .execute import StageOutcome, apply_operator, run_stage
-from .factory import LEDGER_CHECK, build_pipeline_assets, build_pipeline_job, partitions_def_for
+from .factory import (
+    LEDGER_CHECK,
+    build_pipeline_assets,
+    build_pipeline_job,
+    partitions_def_for,
+)
 from .ledger import Ledger
 from .loader import load_project
-from .operators import REGISTRY, Operator, OperatorParams, get_operator, register_operator
+from .operators import (
+    REGISTRY,
+    Operator,
+    OperatorParams,
+    get_operator,
+    register_operator,
+)
 from .sample_corpus import build_sample_corpus
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec

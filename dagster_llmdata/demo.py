@@ -3,34 +3,16 @@ materialised through Dagster into the project's instance (so `make ui` shows it)
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 
 from .loader import load_pipeline_specs, load_project
+from .logs import stderr_to
 from .report import stage_table
 from .sample_corpus import DEFAULT_DOCS, build_sample_corpus, write_bad_input
 from .sensors import landing_entries
-
-
-@contextlib.contextmanager
-def _stderr_to(path: Path):
-    """Send fd 2 (datatrove's per-task loggers write there) to a log file for a while."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "a") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def run_demo(root: Path, n_docs: int | None = None, pipeline: str = "sample") -> int:
@@ -54,7 +36,7 @@ def run_demo(root: Path, n_docs: int | None = None, pipeline: str = "sample") ->
     print(f"(datatrove and Dagster logs go to {log_path})")
     for key in keys:
         print(f"materialising partition {key} ...", flush=True)
-        with _stderr_to(log_path):
+        with stderr_to(log_path):
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
         if not result.success:
             failed.append(key)

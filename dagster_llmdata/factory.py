@@ -16,8 +16,13 @@ import pyarrow.parquet as pq
 from .io.parquet_store import list_parquet, read_sample
 from .layout import PipelineLayout
 from .ledger import Ledger
-from .materialise import PartitionInputMissing, PipelineContext, StageReport, materialise_chain
-from .operators import get_operator
+from .materialise import (
+    PartitionInputMissing,
+    PipelineContext,
+    StageReport,
+    materialise_chain,
+)
+from .operators import get_operator, is_per_document
 from .spec import PipelineSpec, StageSpec
 
 # partitioned asset checks are a Dagster preview feature; they are what a per-partition ledger needs
@@ -52,14 +57,13 @@ def execution_units(spec: PipelineSpec) -> list[list[StageSpec]]:
     the unit's last stage and also per-document."""
     units: list[list[StageSpec]] = []
     for stage in spec.stages:
-        per_doc = get_operator(stage.op)(stage.params).per_document
         last = units[-1][-1] if units else None
         if (
             spec.executor.fuse
             and last is not None
-            and per_doc
             and stage.input == last.name
-            and get_operator(last.op)(last.params).per_document
+            and is_per_document(get_operator(stage.op))
+            and is_per_document(get_operator(last.op))
         ):
             units[-1].append(stage)
         else:

@@ -15,7 +15,7 @@ from .io.parquet_store import list_parquet
 from .io.schema import CORE_SCHEMA
 from .layout import PipelineLayout, partition_folder
 from .ledger import Ledger, count_ledger, load_record, save_record
-from .operators import Operator, get_operator
+from .operators import Operator, get_operator, is_per_document
 from .operators.ingest import expand_input
 from .spec import PipelineSpec, StageSpec
 from .stage_run import StageRun
@@ -103,29 +103,29 @@ def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: 
     """Materialise `stages` (a linear chain, each the input of the next) for one partition."""
     reports: list[StageReport] = []
     # 1. leading stages whose inputs and code are unchanged are skipped
-    todo_from = len(stages)
-    for i, stage in enumerate(stages):
+    first_run = None
+    for stage in stages:
         run, op = stage_run_for(ctx, stage, partition)
         record = load_record(run.output_dir)
         fp = fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
         if not record or record.get("fingerprint") != fp:
-            todo_from = i
+            first_run = (run, op)
             break
         ledger = count_ledger(record["ledger"]["n_in"], run.output_dir, run.rejected_dir, run.quarantine_dir)
         meta = {**record.get("metadata_plain", {}), "llmdata/skipped": True}
         reports.append(StageReport(stage.name, run, ledger, record["data_version"], True, None, meta))
-    rest = stages[todo_from:]
-    if not rest:
+    if first_run is None:
         return reports
+    rest = stages[len(reports):]
     # 2. the rest runs: fused where every operator is per-document, else stage by stage
-    runs = [stage_run_for(ctx, s, partition, require_input=(i == 0)) for i, s in enumerate(rest)]
-    if fuse and len(rest) > 1 and all(op.per_document for _, op in runs):
-        outcomes = run_fused([(op, run) for run, op in runs])
-        done = list(zip(rest, runs, outcomes))
+    if fuse and len(rest) > 1 and all(is_per_document(get_operator(s.op)) for s in rest):
+        # later stages' inputs are written by this very pass, so they need not exist yet
+        runs = [first_run] + [stage_run_for(ctx, s, partition, require_input=False) for s in rest[1:]]
+        done = list(zip(rest, runs, run_fused([(op, run) for run, op in runs])))
     else:
         done = []
         for i, stage in enumerate(rest):
-            run, op = stage_run_for(ctx, stage, partition) if i else runs[0]
+            run, op = stage_run_for(ctx, stage, partition) if i else first_run  # built once its input exists
             done.append((stage, (run, op), run_stage(op, run)))
             if not done[-1][2].ledger.balanced:
                 break  # a broken ledger stops the chain: nothing downstream of it is built

@@ -3,6 +3,7 @@ executor it runs on. Dagster-free, so operators run the same from Python, the CL
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class StageRun:
     def quarantine_writer(self, schema: pa.Schema) -> DatasetWriter:
         return DatasetWriter(str(self.quarantine_dir), drop_schema(schema))
 
-    @property
+    @functools.cached_property
     def tasks(self) -> int:
         # the reader splits by row group: more tasks than row groups would only idle
         groups = sum(pq.ParquetFile(f).num_row_groups for f in self.input_files if f.endswith(".parquet"))

@@ -142,7 +142,7 @@ def test_planted_ledger_violation_fails_the_blocking_check(project, instance):
         failed = evaluations["normalized"]
         assert not failed.passed and failed.metadata["unaccounted"].value == 8
         # blocking: nothing downstream of the leak was materialised in that run
-        materialised = {m.asset_key.path[-1] for m in result.get_asset_materialization_events() for m in [m.materialization]}
+        materialised = {e.materialization.asset_key.path[-1] for e in result.get_asset_materialization_events()}
         assert materialised == {"raw", "normalized"}
     finally:
         REGISTRY.pop(LeakyFilter.name)

@@ -54,9 +54,9 @@ def test_ingest_parquet_csv_and_text_folder(tmp_path, prose):
 
     csv_path = tmp_path / "in.csv"
     csv_path.write_text('id,text\n1,"' + prose[0].replace('"', '""') + '"\n2,plain\n')
-    assert [r["id"] for r in _rows(tmp_path / "c.parquet")] == ["1", "2"] if apply_operator(
-        "ingest", csv_path, tmp_path / "c.parquet"
-    ).ledger.balanced else False
+    outcome = apply_operator("ingest", csv_path, tmp_path / "c.parquet")
+    assert outcome.ledger.balanced
+    assert [r["id"] for r in _rows(tmp_path / "c.parquet")] == ["1", "2"]
 
     folder = tmp_path / "pages"
     folder.mkdir()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Operator, OperatorParams
+from .base import Operator, OperatorParams, is_per_document
 from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
@@ -34,4 +34,4 @@ for _cls in (
 ):
     register_operator(_cls)
 
-__all__ = ["Operator", "OperatorParams", "REGISTRY", "register_operator", "get_operator"]
+__all__ = ["Operator", "OperatorParams", "REGISTRY", "register_operator", "get_operator", "is_per_document"]

@@ -43,11 +43,6 @@ class Operator(ABC):
         blob = json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
         return f"{self.name}-v{self.version}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
-    @property
-    def per_document(self) -> bool:
-        """A doc_fn operator: it can run fused in one datatrove pass with its neighbours."""
-        return type(self).run is Operator.run
-
     def routed_step(self, run: StageRun, schema: pa.Schema) -> RoutedDocStep:
         return RoutedDocStep(run.stage, self.name, self.doc_fn(), run.rejected_writer(schema), run.quarantine_writer(schema))
 
@@ -78,3 +73,8 @@ class Operator(ABC):
             "produces": {k: str(v) for k, v in cls.produces.items()},
             "params": cls.Params.model_json_schema(),
         }
+
+
+def is_per_document(op_cls: type[Operator]) -> bool:
+    """A doc_fn operator (no whole-dataset `run`): it can run fused in one datatrove pass with its neighbours."""
+    return op_cls.run is Operator.run

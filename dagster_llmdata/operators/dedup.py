@@ -107,7 +107,12 @@ class MinhashDedup(Operator):
     kinds = ("datatrove", "dedup")
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+        from datatrove.pipeline.dedup import (
+            MinhashDedupBuckets,
+            MinhashDedupCluster,
+            MinhashDedupFilter,
+            MinhashDedupSignature,
+        )
         from datatrove.pipeline.dedup.minhash import MinhashConfig
         from datatrove.utils.hashing import HashConfig
 
