@@ -16,8 +16,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.parquet import ParquetWriter
 
-# A per-document operation answers "keep?" and may say why not.
-Verdict = bool | tuple[bool, str] | None
+from ..verdict import Verdict, as_reject
+
 
 
 def row_to_document(row: dict) -> Document:
@@ -75,10 +75,20 @@ class DatasetWriter(ParquetWriter):
         )
 
 
-def mark_dropped(doc: Document, stage: str, reason: str, kept_id: str | None = None, detail: str | None = None) -> Document:
+def mark_dropped(
+    doc: Document,
+    stage: str,
+    reason: str,
+    kept_id: str | None = None,
+    detail: str | None = None,
+    value: float | None = None,
+    threshold: float | None = None,
+) -> Document:
     doc.metadata["stage"] = stage
     doc.metadata["reason"] = reason
     doc.metadata["kept_id"] = kept_id
+    doc.metadata["value"] = None if value is None else float(value)
+    doc.metadata["threshold"] = None if threshold is None else float(threshold)
     if detail:
         meta = _meta_dict(doc.metadata.get("meta"))
         meta["error"] = detail
@@ -132,13 +142,12 @@ class RoutedDocStep(PipelineStep):
                     self.stat_update(f"quarantined_{reason}")
                     quarantine.write(mark_dropped(doc, self.stage, reason, detail=str(exc)[:500]), rank)
                     continue
-                keep, reason = (verdict if isinstance(verdict, tuple) else (verdict is not False, None))
-                if keep:
+                reject = as_reject(verdict, self.operator)
+                if reject is None:
                     self.stat_update("forwarded")
                     yield doc
                 else:
-                    reason = reason or self.operator
-                    self.stat_update(f"dropped_{reason}")
-                    rejected.write(mark_dropped(doc, self.stage, reason), rank)
+                    self.stat_update(f"dropped_{reject.reason}")
+                    rejected.write(mark_dropped(doc, self.stage, reject.reason, value=reject.value, threshold=reject.threshold), rank)
         for key, value in getattr(self.doc_fn, "counters", {}).items():
             self.stat_update(key, value=value)

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from ..io.docsteps import RoutedDocStep, Verdict
+from ..io.docsteps import RoutedDocStep
+from ..verdict import Verdict
 from ..stage_run import StageRun
 
 
