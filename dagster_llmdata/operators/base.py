@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections import Counter
+from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from datatrove.data import Document
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..io.docsteps import RoutedDocStep
 from ..verdict import Verdict
@@ -21,6 +22,45 @@ class OperatorParams(BaseModel):
     """Base for operator params: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _known_to_datatrove(language: str) -> str:
+    from datatrove.utils.word_tokenizers import load_tokenizer_assignments
+
+    if language not in load_tokenizer_assignments():
+        raise ValueError(f"datatrove has no word tokenizer for language {language!r} (try 'eng', 'deu', 'fra', ...)")
+    return language
+
+
+DatatroveLanguage = Annotated[
+    str,
+    AfterValidator(_known_to_datatrove),
+    Field(description="Language of the text, for datatrove's word and sentence splitting (ISO 639-3 code such as eng, deu, fra, optionally with its script: cmn_Hani)."),
+]
+
+
+class DocFunction:
+    """A per-document function (what an operator's `doc_fn()` returns).
+
+    `__call__(doc)` looks at one datatrove Document, may change it in place, and returns a
+    verdict (see `dagster_llmdata.verdict`). `counters` holds counts the operator reports in its
+    metadata; they are added to the step's datatrove stats when a task ends, so they are summed
+    over tasks. A function that needs a resource for the whole run (a model, a sandbox process)
+    opens it in `__enter__` and releases it in `__exit__`; the routing step enters it around
+    a task's documents. Holding resources only while entered keeps the function picklable, so
+    the executor can copy it to each task."""
+
+    def __init__(self) -> None:
+        self.counters: Counter = Counter()
+
+    def __call__(self, doc: Document) -> Verdict:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 class Operator(ABC):
@@ -50,7 +90,7 @@ class Operator(ABC):
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)
 
-    def doc_fn(self) -> Callable[[Any], Verdict]:
+    def doc_fn(self) -> DocFunction:
         raise NotImplementedError(f"operator {self.name} has neither doc_fn nor run")
 
     def run(self, run: StageRun) -> dict[str, Any]:

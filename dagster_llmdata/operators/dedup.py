@@ -9,19 +9,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field
 
-from ..io.docsteps import DatasetWriter, mark_dropped
+from ..io.docsteps import DatasetWriter, mark_dropped, row_to_document
 from ..io.parquet_store import iter_batches, list_parquet
 from ..stage_run import StageRun
-from .base import Operator, OperatorParams
+from .base import DatatroveLanguage, Operator, OperatorParams
 
 _SPACE = re.compile(r"\s+")
 
 
 class ExactDedupParams(OperatorParams):
-    lowercase: bool = False
-    collapse_whitespace: bool = True
-    across_partitions: bool = True  # also drop docs already kept in other partitions of this stage
+    lowercase: bool = Field(False, description="Compare texts case-insensitively.")
+    collapse_whitespace: bool = Field(True, description="Compare texts with runs of whitespace collapsed to one space and the ends trimmed.")
+    across_partitions: bool = Field(True, description="Also drop docs whose text was already kept in another partition of this stage.")
 
 
 def content_hash(text: str, lowercase: bool, collapse_whitespace: bool) -> str:
@@ -81,17 +82,17 @@ class ExactDedup(Operator):
         schema = run.output_schema(self.produced_columns())
         step = ExactDedupStep(run.stage, self.params, seen, run.rejected_writer(schema))
         # one global view of hashes: a single task
-        stats = run.execute([run.reader(), step, run.kept_writer(schema)], tasks=1)
-        return {"hashes_from_other_partitions": n_peer, "duplicates": int(stats.get(step.name, {}).get("dropped_exact_duplicate", 0))}
+        run.execute([run.reader(), step, run.kept_writer(schema)], tasks=1)
+        return {"hashes_from_other_partitions": n_peer}
 
 
 class MinhashParams(OperatorParams):
-    n_grams: int = 5
-    num_buckets: int = 14
-    hashes_per_bucket: int = 8
-    seed: int = 1
-    hash_precision: Literal[32, 64] = 64
-    language: str = "eng"
+    n_grams: int = Field(5, ge=1, description="Size, in words, of the shingles whose sets are compared.")
+    num_buckets: int = Field(14, ge=1, description="LSH bands: docs sharing all hashes of any one band become duplicate candidates. More bands catch less similar pairs.")
+    hashes_per_bucket: int = Field(8, ge=1, description="MinHash values per band. More per band demand more similarity.")
+    seed: int = Field(1, description="Seed of the MinHash permutations; the same seed gives the same signatures.")
+    hash_precision: Literal[32, 64] = Field(64, description="Bits per MinHash value; 32 halves signature storage at a small risk of false collisions.")
+    language: DatatroveLanguage = "eng"
 
 
 class MinhashDedup(Operator):
@@ -136,34 +137,27 @@ class MinhashDedup(Operator):
         # member of each cluster has been written
         scratch = work / "removed"
         removed_writer = DatasetWriter(str(scratch), schema)
-        stats = run.execute(
+        run.execute(
             [run.reader(), MinhashDedupFilter(clusters, exclusion_writer=removed_writer, load_cluster_ids=True), run.kept_writer(schema)],
             tasks=tasks,
             name="filter",
         )
-        n_dupes = self._write_rejected_with_kept_ids(run, scratch)
-        filter_stats = next((v for k, v in stats.items() if "stage 4" in k), {})
-        return {"duplicates": n_dupes, "minhash_dropped": int(filter_stats.get("dropped", 0))}
+        return {"duplicate_clusters": self._write_rejected_with_kept_ids(run, scratch, schema)}
 
-    def _write_rejected_with_kept_ids(self, run: StageRun, scratch) -> int:
+    def _write_rejected_with_kept_ids(self, run: StageRun, scratch, schema: pa.Schema) -> int:
+        """Routes the removed docs to the rejected dataset; returns how many clusters they came from."""
         kept_by_cluster: dict[int, str] = {}
         for batch in iter_batches(list_parquet(run.output_dir), batch_size=65536, columns=["minhash_cluster_id", "id"]):
             for cid, doc_id in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                 if cid is not None and cid >= 0:
                     kept_by_cluster.setdefault(cid, doc_id)
-        n = 0
-        for i, path in enumerate(list_parquet(scratch)):
-            table = pq.read_table(path)
-            kept = [kept_by_cluster.get(c) for c in table.column("minhash_cluster_id").to_pylist()]
-            n += table.num_rows
-            extra = {"stage": pa.array([run.stage] * table.num_rows, pa.string()),
-                     "reason": pa.array(["near_duplicate"] * table.num_rows, pa.string()),
-                     "kept_id": pa.array(kept, pa.string())}
-            for name, col in extra.items():
-                idx = table.schema.get_field_index(name)
-                table = table.set_column(idx, name, col) if idx >= 0 else table.append_column(name, col)
-            run.rejected_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, run.rejected_dir / f"minhash-{i:05d}.parquet", compression="zstd")
-        return n
+        clusters: set[int] = set()
+        with run.rejected_writer(schema) as rejected:
+            for batch in iter_batches(list_parquet(scratch), batch_size=1024):
+                for row in batch.to_pylist():
+                    clusters.add(row["minhash_cluster_id"])
+                    kept_id = kept_by_cluster.get(row["minhash_cluster_id"])
+                    rejected.write(mark_dropped(row_to_document(row), run.stage, "near_duplicate", kept_id=kept_id))
+        return len(clusters)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from ..io.docsteps import mark_dropped, row_to_document
 from ..io.parquet_store import iter_batches
@@ -14,9 +15,13 @@ from .base import Operator, OperatorParams
 
 
 class ExportParams(OperatorParams):
-    target_shard_bytes: int = 64 * 2**20  # of text (UTF-8); shards close once they pass it
-    tokenizer: str = "spacy:en"  # "spacy:<lang>" (spaCy's blank tokenizer, offline) or a tokenizer.json path
-    compression: str = "zstd"
+    target_shard_bytes: int = Field(64 * 2**20, gt=0, description="Bytes of UTF-8 text per shard; a shard is closed once its text passes this.")
+    tokenizer: str = Field(
+        "spacy:en", min_length=1,
+        description="How n_tokens is counted: 'spacy:<language code>' (spaCy's rule-based blank tokenizer, offline) "
+        "or the path of a Hugging Face tokenizer.json.",
+    )
+    compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = Field("zstd", description="Parquet compression codec of the shards.")
 
 
 class TokenCounter:

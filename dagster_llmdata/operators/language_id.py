@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from importlib import resources
+from typing import Annotated
 
 import pyarrow as pa
 from datatrove.data import Document
+from pydantic import Field
 
-from .base import Operator, OperatorParams
+from ..verdict import Reject
+from .base import DocFunction, Operator, OperatorParams
 
 
 def bundled_lid_model() -> str:
@@ -19,41 +22,47 @@ def bundled_lid_model() -> str:
 
 
 class LanguageIdParams(OperatorParams):
-    languages: list[str] | None = None  # ISO 639-1 codes to keep; None keeps every language
-    min_score: float = 0.0  # docs whose top language scores below this are rejected
-    model_path: str | None = None  # another fastText LID model on disk
-    max_chars: int = 10_000  # LID reads the head of a doc; enough and fast
+    languages: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1,
+        description="Language codes to keep, as the model labels them (lid.176: ISO 639-1 such as en, de, fr). "
+        "None keeps every language.",
+    )
+    min_score: float = Field(0.0, ge=0, le=1, description="Reject docs whose detected language has a model probability below this.")
+    model_path: str | None = Field(None, description="Path of another fastText language-ID model file; None uses the bundled lid.176.")
+    max_chars: int = Field(10_000, gt=0, description="How many characters from the start of each doc the model reads; the head is enough and fast.")
 
 
-class LanguageIdFn:
+class LanguageIdFn(DocFunction):
     def __init__(self, params: LanguageIdParams):
+        super().__init__()
         self.params = params
-        self.counters: Counter = Counter()
         self._model = None
 
-    def __getstate__(self):
-        return {"params": self.params, "counters": Counter(), "_model": None}
+    def __enter__(self):
+        import fasttext
+
+        self._model = fasttext.load_model(self.params.model_path or bundled_lid_model())
+        return self
+
+    def __exit__(self, *exc):
+        self._model = None
 
     def __call__(self, doc: Document):
-        if self._model is None:
-            import fasttext
-
-            self._model = fasttext.load_model(self.params.model_path or bundled_lid_model())
         labels, scores = self._model.predict(" ".join(doc.text[: self.params.max_chars].split()), k=1)
         lang = labels[0].removeprefix("__label__") if labels else "unknown"
         score = float(scores[0]) if len(scores) else 0.0
         doc.metadata["lang"], doc.metadata["lang_score"] = lang, score
         self.counters[f"lang_{lang}"] += 1
         if self.params.languages is not None and lang not in self.params.languages:
-            return False, "language_not_kept"
+            return Reject("language_not_kept")
         if score < self.params.min_score:
-            return False, "language_score_below_threshold"
+            return Reject("language_score_below_threshold", value=score, threshold=self.params.min_score)
         return True
 
 
 class LanguageId(Operator):
     name = "language_id"
-    version = "1"
+    version = "2"
     description = (
         "Detect each doc's language with fastText lid.176 (bundled, offline); writes `lang` and `lang_score`. "
         "Keeps only `languages` (all if unset) scoring at least `min_score`."

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import Counter
+from typing import Literal
 
 from datatrove.data import Document
+from pydantic import Field
 
-from .base import Operator, OperatorParams
+from .base import DocFunction, Operator, OperatorParams
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 # C0/C1 control characters except tab and newline
@@ -18,16 +19,16 @@ BLANK_LINES = re.compile(r"\n{3,}")
 
 
 class NormalizeParams(OperatorParams):
-    fix_unicode: bool = True
-    strip_ansi: bool = True
-    strip_control: bool = True
-    normalize_whitespace: bool = True
+    fix_unicode: bool = Field(True, description="Repair mojibake and broken Unicode with ftfy, then NFC-normalize.")
+    strip_ansi: bool = Field(True, description="Remove ANSI terminal escape sequences (colours, cursor moves).")
+    strip_control: bool = Field(True, description="Remove control characters other than tab and newline; CRLF and CR become newlines.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of spaces within a line, trim lines, keep at most one blank line in a row.")
 
 
-class NormalizeFn:
+class NormalizeFn(DocFunction):
     def __init__(self, params: NormalizeParams):
+        super().__init__()
         self.params = params
-        self.counters: Counter = Counter()
 
     def __call__(self, doc: Document):
         p, text = self.params, doc.text
@@ -74,17 +75,17 @@ PHONE = re.compile(
 
 
 class PiiParams(OperatorParams):
-    kinds: list[str] = ["email", "ip", "phone"]
-    email_replacement: str = "<EMAIL>"
-    ip_replacement: str = "<IP_ADDRESS>"
-    phone_replacement: str = "<PHONE>"
-    keep_private_ips: bool = True  # 127.0.0.1, 10.x, 192.168.x are not personal data
+    kinds: list[Literal["email", "ip", "phone"]] = Field(["email", "ip", "phone"], description="Which kinds of personal data to replace.")
+    email_replacement: str = Field("<EMAIL>", description="Text put in place of each e-mail address.")
+    ip_replacement: str = Field("<IP_ADDRESS>", description="Text put in place of each IPv4 address.")
+    phone_replacement: str = Field("<PHONE>", description="Text put in place of each phone number.")
+    keep_private_ips: bool = Field(True, description="Leave loopback, private and other non-public IP addresses as they are.")
 
 
-class PiiFn:
+class PiiFn(DocFunction):
     def __init__(self, params: PiiParams):
+        super().__init__()
         self.params = params
-        self.counters: Counter = Counter()
 
     def _ip(self, m: re.Match) -> str:
         if self.params.keep_private_ips:
@@ -130,18 +131,18 @@ HTML_HINT = re.compile(r"<\s*(?:html|body|div|p|article|head|table|span)\b", re.
 
 
 class ExtractParams(OperatorParams):
-    only_html: bool = True  # docs that don't look like HTML pass through untouched
-    favour_precision: bool = True
-    timeout: float = 5.0
+    only_html: bool = Field(True, description="Pass docs that do not look like HTML through untouched.")
+    favour_precision: bool = Field(True, description="Ask trafilatura to leave out doubtful parts (menus, boilerplate) rather than risk keeping them.")
+    timeout: float = Field(5.0, gt=0, description="Seconds one page may take to extract; a page that takes longer is quarantined.")
 
 
-class ExtractFn:
+class ExtractFn(DocFunction):
     """trafilatura through datatrove's extractor, in its sandbox process so a pathological
     page times out instead of hanging the stage."""
 
     def __init__(self, params: ExtractParams):
+        super().__init__()
         self.params = params
-        self.counters: Counter = Counter()
         self._sandbox = None
 
     def __enter__(self):
@@ -158,14 +159,9 @@ class ExtractFn:
             self._sandbox.__exit__(*exc)
             self._sandbox = None
 
-    def __getstate__(self):
-        return {"params": self.params, "counters": Counter(), "_sandbox": None}
-
     def __call__(self, doc: Document):
         if self.params.only_html and not HTML_HINT.search(doc.text[:5000]):
             return True
-        if self._sandbox is None:
-            self.__enter__()
         text = self._sandbox.process_document(doc.text, self._extractor.extract)
         self.counters["extracted"] += 1
         if not text or not text.strip():
