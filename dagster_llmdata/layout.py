@@ -46,6 +46,11 @@ class PipelineLayout:
     def work_dir(self, stage: str, partition: str) -> Path:
         return self.stage_root(stage) / "work" / partition_folder(partition)
 
+    def lock_file(self, stage: str, partition: str) -> Path:
+        """Held while the stage's partition is materialised; outside the partition's own work
+        folder, which a re-run deletes."""
+        return self.stage_root(stage) / "work" / ".locks" / f"{partition_folder(partition)}.lock"
+
     def partitions_on_disk(self, stage: str) -> list[str]:
         """Partition folders (as `partition_folder` names them) holding a finished materialisation."""
         base = self.stage_root(stage) / "data"

@@ -4,6 +4,7 @@ counted from the files on disk (not from the operator's own say-so)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,16 @@ def count_ledger(n_in: int, output_dir: Path, rejected_dir: Path, quarantine_dir
 
 
 def save_record(output_dir: Path, record: dict) -> None:
-    (Path(output_dir) / LEDGER_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    """The record marks a stage's data complete: written (atomically) only once it is."""
+    path = Path(output_dir) / LEDGER_FILE
+    tmp = path.with_name(f".{LEDGER_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def remove_record(output_dir: Path) -> None:
+    """First thing a re-run does: from here on the old data no longer counts as complete."""
+    (Path(output_dir) / LEDGER_FILE).unlink(missing_ok=True)
 
 
 def load_record(output_dir: Path) -> dict | None:

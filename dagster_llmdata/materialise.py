@@ -4,8 +4,15 @@ Dagster-free: the factory turns the reports into Dagster events."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,15 +21,26 @@ from .execute import StageOutcome, run_fused, run_stage
 from .io.parquet_store import list_parquet
 from .io.schema import CORE_SCHEMA
 from .layout import PipelineLayout, partition_folder
-from .ledger import Ledger, count_ledger, load_record, save_record
+from .ledger import Ledger, count_ledger, load_record, remove_record, save_record
 from .operators import Operator, get_operator, is_per_document
 from .operators.ingest import expand_input
 from .spec import PipelineSpec, StageSpec
 from .stage_run import StageRun
 
 
+LOCK_TIMEOUT_ENV = "LLMDATA_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 3600.0
+LOCK_POLL_S = 0.2
+
+log = logging.getLogger(__name__)
+
+
 class PartitionInputMissing(RuntimeError):
     """The partition's raw file or upstream dataset is not there."""
+
+
+class PartitionLocked(RuntimeError):
+    """Another process kept materialising the same stages of the partition past the lock timeout."""
 
 
 @dataclass
@@ -66,9 +84,12 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         input_schema = CORE_SCHEMA
     else:
         upstream_dir = layout.data_dir(stage.input, partition)
+        # only a recorded upstream is complete: without it the folder may hold a killed run's leftovers
+        if require_input and load_record(upstream_dir) is None:
+            raise PartitionInputMissing(
+                f"{stage.name}[{partition}]: upstream {stage.input!r} has no complete materialisation at {upstream_dir}"
+            )
         input_files = list_parquet(upstream_dir)
-        if require_input and not input_files:
-            raise PartitionInputMissing(f"{stage.name}[{partition}]: upstream {stage.input!r} has no data at {upstream_dir}")
         input_schema = None
         own = partition_folder(partition)
         context["peer_output_dirs"] = [
@@ -100,16 +121,24 @@ def fingerprint(code_version: str, files: list[str]) -> str:
 
 
 def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: str, fuse: bool = True) -> list[StageReport]:
-    """Materialise `stages` (a linear chain, each the input of the next) for one partition."""
+    """Materialise `stages` (a linear chain, each the input of the next) for one partition.
+    Holds the chain's partition locks throughout: a second run of the same partition waits, then
+    finds the work done (same fingerprints) and skips."""
+    with partition_lock(ctx.layout, [s.name for s in stages], partition):
+        return _materialise_locked(ctx, stages, partition, fuse)
+
+
+def _materialise_locked(ctx: PipelineContext, stages: list[StageSpec], partition: str, fuse: bool) -> list[StageReport]:
     reports: list[StageReport] = []
     # 1. leading stages whose inputs and code are unchanged are skipped
     first_run = None
     for stage in stages:
         run, op = stage_run_for(ctx, stage, partition)
+        # taken BEFORE the stage reads: input that changes meanwhile makes the next run redo it
+        fp = _fingerprint(ctx, stage, op, run)
         record = load_record(run.output_dir)
-        fp = fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
         if not record or record.get("fingerprint") != fp:
-            first_run = (run, op)
+            first_run = (run, op, fp)
             break
         ledger = count_ledger(record["ledger"]["n_in"], run.output_dir, run.rejected_dir, run.quarantine_dir)
         meta = {**record.get("metadata_plain", {}), "llmdata/skipped": True}
@@ -119,25 +148,83 @@ def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: 
     rest = stages[len(reports):]
     # 2. the rest runs: fused where every operator is per-document, else stage by stage
     if fuse and len(rest) > 1 and all(is_per_document(get_operator(s.op)) for s in rest):
-        # later stages' inputs are written by this very pass, so they need not exist yet
-        runs = [first_run] + [stage_run_for(ctx, s, partition, require_input=False) for s in rest[1:]]
-        done = list(zip(rest, runs, run_fused([(op, run) for run, op in runs])))
+        # later stages read what this very pass writes: clear what an interrupted pass left first
+        for stage in rest:
+            _clear_outputs(ctx.layout, stage.name, partition)
+        runs = [first_run[:2]] + [stage_run_for(ctx, s, partition, require_input=False) for s in rest[1:]]
+        outcomes = run_fused([(op, run) for run, op in runs])
+        for i, (stage, (run, op), outcome) in enumerate(zip(rest, runs, outcomes)):
+            fp = first_run[2] if i == 0 else _fingerprint(ctx, stage, op, run)  # its input is this pass's output
+            reports.append(_finish(stage, run, fp, outcome))
+            if not outcome.ledger.balanced:
+                break
     else:
-        done = []
+        run, op, fp = first_run
         for i, stage in enumerate(rest):
-            run, op = stage_run_for(ctx, stage, partition) if i else first_run  # built once its input exists
-            done.append((stage, (run, op), run_stage(op, run)))
-            if not done[-1][2].ledger.balanced:
+            if i:  # built once its input exists
+                run, op = stage_run_for(ctx, stage, partition)
+                fp = _fingerprint(ctx, stage, op, run)
+            reports.append(_finish(stage, run, fp, run_stage(op, run)))
+            if not reports[-1].ledger.balanced:
                 break  # a broken ledger stops the chain: nothing downstream of it is built
-    for stage, (run, op), outcome in done:
-        ledger = outcome.ledger
-        fp = fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
-        data_version = hashlib.sha1(f"{fp}{json.dumps(ledger.to_dict(), sort_keys=True)}".encode()).hexdigest()[:16]
-        plain = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str, bool))}
-        if ledger.balanced:  # an unbalanced stage is never recorded as done, so it re-runs next time
-            save_record(run.output_dir, {"fingerprint": fp, "ledger": ledger.to_dict(), "data_version": data_version,
-                                         "metadata_plain": plain})
-        reports.append(StageReport(stage.name, run, ledger, data_version, False, outcome, outcome.metadata))
-        if not ledger.balanced:
-            break
     return reports
+
+
+def _fingerprint(ctx: PipelineContext, stage: StageSpec, op: Operator, run: StageRun) -> str:
+    return fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
+
+
+def _finish(stage: StageSpec, run: StageRun, fp: str, outcome: StageOutcome) -> StageReport:
+    """Record a stage's run; the record is what marks its data complete for skips and downstream."""
+    ledger = outcome.ledger
+    data_version = hashlib.sha1(f"{fp}{json.dumps(ledger.to_dict(), sort_keys=True)}".encode()).hexdigest()[:16]
+    plain = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str, bool))}
+    if ledger.balanced:  # an unbalanced stage is never recorded as done, so it re-runs next time
+        save_record(run.output_dir, {"fingerprint": fp, "ledger": ledger.to_dict(), "data_version": data_version,
+                                     "metadata_plain": plain})
+    return StageReport(stage.name, run, ledger, data_version, False, outcome, outcome.metadata)
+
+
+def _clear_outputs(layout: PipelineLayout, stage: str, partition: str) -> None:
+    remove_record(layout.data_dir(stage, partition))
+    for folder in (layout.data_dir, layout.rejected_dir, layout.quarantine_dir, layout.work_dir):
+        shutil.rmtree(folder(stage, partition), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def partition_lock(layout: PipelineLayout, stages: list[str], partition: str) -> Iterator[None]:
+    """An exclusive lock per (stage, partition) for every stage of a chain, taken in pipeline
+    order (so two chains never wait on each other in a circle). Waits up to
+    $LLMDATA_LOCK_TIMEOUT_S; a lock held by a dead process is released by the OS."""
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S))
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as held:
+        for stage in stages:
+            fd = _acquire(layout.lock_file(stage, partition), deadline, f"{stage}[{partition}]", timeout)
+            held.callback(os.close, fd)  # closing the descriptor releases the lock
+        yield
+
+
+def _acquire(path: Path, deadline: float, what: str, timeout: float) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise PartitionLocked(
+                    f"{what} is being materialised by another process (pid {holder}); gave up after {timeout:g}s "
+                    f"(lock file {path}; ${LOCK_TIMEOUT_ENV} sets the wait)"
+                ) from None
+            if not waiting:
+                log.info("%s is being materialised by pid %s; waiting up to %gs", what, holder, timeout)
+                waiting = True
+            time.sleep(LOCK_POLL_S)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the waiters' messages
+    return fd

@@ -3,6 +3,7 @@ executor it runs on. Dagster-free, so operators run the same from Python, the CL
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -15,8 +16,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from .io.docsteps import DatasetWriter, ParquetDocReader
-from .io.parquet_store import list_parquet, read_schema, write_empty
+from .io.parquet_store import IN_PROGRESS, list_parquet, read_schema, write_empty
 from .io.schema import CORE_SCHEMA, drop_schema, with_columns
+from .ledger import remove_record
 
 
 class ExecutorConfig(BaseModel):
@@ -54,7 +56,9 @@ class StageRun:
         self._executions = 0
 
     def reset_outputs(self) -> None:
-        """A re-materialisation replaces the partition's outputs, never mixes old and new parts."""
+        """A re-materialisation replaces the partition's outputs, never mixes old and new parts.
+        The completion record goes first, so a run killed while clearing is never taken as done."""
+        remove_record(self.output_dir)
         for d in (self.output_dir, self.rejected_dir, self.quarantine_dir, self.work_dir):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,7 @@ class StageRun:
     @functools.cached_property
     def tasks(self) -> int:
         # the reader splits by row group: more tasks than row groups would only idle
-        groups = sum(pq.ParquetFile(f).num_row_groups for f in self.input_files if f.endswith(".parquet"))
+        groups = sum(pq.ParquetFile(f).num_row_groups for f in self.input_files if f.endswith(".parquet") and Path(f).is_file())
         return max(1, min(self.executor.tasks, groups or len(self.input_files) or 1))
 
     def execute(self, pipeline: list, tasks: int | None = None, name: str | None = None) -> dict[str, dict[str, float]]:
@@ -111,7 +115,11 @@ class StageRun:
         return stats_to_dict(stats)
 
     def finalize(self, schema: pa.Schema) -> None:
-        """Every dataset folder ends with at least one file, so downstream knows its schema."""
+        """Every dataset folder ends with at least one file, so downstream knows its schema; the
+        writers' in-progress folders are empty once every part was closed."""
+        for d in (self.output_dir, self.rejected_dir, self.quarantine_dir):
+            with contextlib.suppress(OSError):
+                (d / IN_PROGRESS).rmdir()
         if not list_parquet(self.output_dir):
             write_empty(self.output_dir, schema)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.parquet import ParquetWriter
 
 from ..verdict import Verdict, as_reject
+from .parquet_store import IN_PROGRESS
 
 
 
@@ -59,20 +61,26 @@ class ParquetDocReader(PipelineStep):
 
 
 class DatasetWriter(ParquetWriter):
-    """datatrove's ParquetWriter with a fixed schema, so every part file of a dataset agrees."""
+    """datatrove's ParquetWriter with a fixed schema, so every part file of a dataset agrees.
+    Parts are written inside the dataset's hidden IN_PROGRESS folder and moved into the dataset
+    only once closed complete: a killed task leaves no half-written part where readers look."""
 
     name = "💽 Parquet dataset"
 
     def __init__(self, folder: str, schema: pa.Schema):
         super().__init__(
             folder,
-            output_filename="part-${rank}.parquet",
+            output_filename=f"{IN_PROGRESS}/part-${{rank}}.parquet",
             adapter=document_to_row,
             schema=schema,
             batch_size=512,
             compression="zstd",
             use_content_defined_chunking=False,
         )
+
+    def close_file(self, filename: str) -> None:
+        super().close_file(filename)  # writes the footer and closes the file
+        self.output_folder.mv(filename, posixpath.basename(filename))
 
 
 def mark_dropped(

@@ -1,4 +1,8 @@
-"""A dataset is a folder of Parquet files; these helpers list, count and stream them."""
+"""A dataset is a folder of Parquet files; these helpers list, count and stream them.
+
+A file only gets its final name once it is complete: writers write under a hidden name (or into
+the hidden IN_PROGRESS folder) and rename when closed, so a killed writer leaves nothing a reader
+would take for data."""
 
 from __future__ import annotations
 
@@ -10,15 +14,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+IN_PROGRESS = ".in-progress"  # sub-folder of a dataset where writers keep files until they are complete
+
 
 def list_parquet(folder: str | os.PathLike) -> list[str]:
-    """Parquet files of a dataset folder (recursively), in a stable order."""
+    """Complete Parquet files of a dataset folder (recursively), in a stable order. Hidden names
+    (in-progress files) are skipped, and so are folders named *.parquet (a partition folder named
+    after its landing file)."""
     folder = Path(folder)
-    if not folder.exists():
-        return []
     if folder.is_file():
         return [str(folder)]
-    return sorted(str(p) for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    if not folder.is_dir():
+        return []
+    return sorted(
+        str(p) for p in folder.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def count_rows(files: list[str]) -> int:
@@ -57,9 +68,20 @@ def read_sample(files: list[str], n: int = 5, columns: list[str] | None = None) 
     return rows
 
 
+def write_table_atomic(table: pa.Table, path: str | os.PathLike, **kwargs) -> None:
+    """pq.write_table under a hidden name, renamed into place once complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_empty(folder: str | os.PathLike, schema: pa.Schema, name: str = "empty.parquet") -> str:
     """An empty dataset still has a file, so its schema is known downstream."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
     path = str(Path(folder) / name)
-    pq.write_table(schema.empty_table(), path)
+    write_table_atomic(schema.empty_table(), path)
     return path

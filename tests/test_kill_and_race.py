@@ -1,0 +1,158 @@
+"""Crash safety and concurrency of partition materialisation, with real processes: a pipeline
+killed with SIGKILL (its whole process group) mid-run re-runs to exactly the output of an
+uninterrupted run, and two runs of one partition at once serialise on a lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.operators import REGISTRY, Operator, register_operator
+from dagster_llmdata.operators.base import DocFunction
+
+PARTITION = "web/batch1.jsonl"
+REPO = Path(__file__).parents[1]
+KILL_AT_DOC = "LLMDATA_TEST_KILL_AT_DOC"  # the kill switch stage kills its process group at this doc
+KILL_AFTER_S = "LLMDATA_TEST_KILL_AFTER_S"  # the driver kills its process group after this many seconds
+
+
+class KillAtDoc(DocFunction):
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def __call__(self, doc):
+        self.seen += 1
+        if self.seen == self.at:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        return True
+
+
+class KillSwitch(Operator):
+    """Test-only pass-through stage, fused between two real stages: SIGKILL mid fused pass."""
+
+    name = "kill_switch_test"
+    description = "passes every doc; kills its process group at doc $LLMDATA_TEST_KILL_AT_DOC"
+
+    def doc_fn(self) -> DocFunction:
+        return KillAtDoc(int(os.environ.get(KILL_AT_DOC, "0")))
+
+
+def with_kill_switch(project: Path) -> list[str]:
+    """The tiny pipeline with a kill switch fused between quality_filtered and redacted."""
+    spec = project / "assets/tiny.yaml"
+    spec.write_text(spec.read_text().replace("  - {name: redacted", "  - {name: checkpoint, op: kill_switch_test}\n  - {name: redacted"))
+    return ["raw", "normalized", "deduplicated", "near_deduplicated", "quality_filtered", "checkpoint", "redacted", "shards"]
+
+
+def drive(project: str) -> None:
+    """Materialise every unit of the project's pipeline for PARTITION, as Dagster would in order;
+    prints one JSON line per stage: (stage, skipped)."""
+    from dagster_llmdata.factory import execution_units, lineage_code_versions
+    from dagster_llmdata.layout import PipelineLayout
+    from dagster_llmdata.materialise import PipelineContext, materialise_chain
+    from dagster_llmdata.spec import load_pipeline_spec
+
+    register_operator(KillSwitch)
+    if os.environ.get(KILL_AFTER_S):
+        timer = threading.Timer(float(os.environ[KILL_AFTER_S]), os.killpg, (os.getpgrp(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+    root = Path(project)
+    spec = load_pipeline_spec(root / "assets/tiny.yaml")
+    ctx = PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), lineage_code_versions(spec))
+    for unit in execution_units(spec):
+        for report in materialise_chain(ctx, unit, PARTITION, fuse=spec.executor.fuse):
+            print(json.dumps([report.stage, report.skipped]), flush=True)
+
+
+def start_driver(project: Path, **env: str) -> subprocess.Popen:
+    code = f"from tests.test_kill_and_race import drive; drive({str(project)!r})"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, **env}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_driver(project: Path, **env: str) -> tuple[int, list[tuple[str, bool]], str]:
+    proc = start_driver(project, **env)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, [tuple(json.loads(line)) for line in out.splitlines()], err
+
+
+def ids_per_stage(project: Path, stages: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Sorted ids in each stage's kept / rejected / quarantined dataset for PARTITION, plus its ledger."""
+    base = project / "data/pipelines/tiny"
+    out = {}
+    for stage in stages:
+        got = {}
+        for kind in ("data", "rejected", "quarantine"):
+            files = list_parquet(base / stage / kind / PARTITION)
+            got[kind] = sorted(i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist())
+        got["ledger"] = json.loads((base / stage / "data" / PARTITION / "_ledger.json").read_text())["ledger"]
+        out[stage] = got
+    return out
+
+
+@pytest.fixture()
+def killable(project: Path, tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """The project with a kill switch, and an uninterrupted run of an identical copy of it."""
+    stages = with_kill_switch(project)
+    baseline = tmp_path_factory.mktemp("baseline") / "project"
+    shutil.copytree(project, baseline)
+    rc, reports, err = run_driver(baseline)
+    assert rc == 0, err[-3000:]
+    assert [s for s, _ in reports] == stages and not any(skipped for _, skipped in reports)
+    return project, baseline, stages
+
+
+def test_sigkill_mid_fused_pass_then_rerun_matches_uninterrupted(killable):
+    project, baseline, stages = killable
+    expected = ids_per_stage(baseline, stages)
+    assert len(expected["raw"]["data"]) == 15 and expected["deduplicated"]["rejected"] == ["dup"]
+    assert expected["quality_filtered"]["rejected"] == ["d0", "d3", "short"]
+
+    # killed at doc 3 of the fused quality_filtered -> checkpoint -> redacted pass: writers hold open parts
+    rc, reports, err = run_driver(project, **{KILL_AT_DOC: "3"})
+    assert rc == -signal.SIGKILL, err[-3000:]
+    assert [s for s, _ in reports] == ["raw", "normalized", "deduplicated", "near_deduplicated"]
+    killed = project / "data/pipelines/tiny/quality_filtered/data" / PARTITION
+    assert not (killed / "_ledger.json").exists()
+    assert [p.name for p in killed.rglob("*.parquet")] and list_parquet(killed) == []  # only in-progress parts
+
+    rc, reports, err = run_driver(project)
+    assert rc == 0, err[-3000:]
+    assert reports == [(s, s in ("raw", "normalized", "deduplicated", "near_deduplicated")) for s in stages]
+    assert ids_per_stage(project, stages) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", [0.3, 0.55, 0.8])
+def test_sigkill_at_any_time_then_rerun_matches_uninterrupted(killable, fraction):
+    project, baseline, stages = killable
+    # the baseline's own wall time places the kill somewhere inside the run
+    start = time.perf_counter()
+    rc, _, err = run_driver(baseline)  # a second, all-skipped run costs only imports
+    startup = time.perf_counter() - start
+    assert rc == 0, err[-3000:]
+    expected = ids_per_stage(baseline, stages)
+    shutil.rmtree(baseline / "data")
+    start = time.perf_counter()
+    assert run_driver(baseline)[0] == 0
+    full = time.perf_counter() - start
+    rc, reports, err = run_driver(project, **{KILL_AFTER_S: f"{startup + (full - startup) * fraction:.2f}"})
+    assert rc == -signal.SIGKILL, f"not killed within the run: {reports}"
+    rc, _, err = run_driver(project)
+    assert rc == 0, err[-3000:]
+    assert ids_per_stage(project, stages) == expected
