@@ -1,73 +1,81 @@
-"""ingest: raw files (JSONL, JSONL.gz, Parquet, CSV, WARC, folders of .txt/.md/.html) -> core columns.
+"""ingest: raw files (JSONL, JSONL.gz/.zst, Parquet, CSV/TSV, WARC, .txt/.md/.html files, or a
+folder of any of these) -> core columns.
 
-Every raw record becomes a row or a quarantine entry with a reason: malformed JSON, bytes that
-are not UTF-8, a missing or empty text field, a document over the size limit."""
+Every record that was there becomes a row or a quarantine entry with a reason; `n_in` counts
+records found, not records read.
+
+Files. A partition is one file or a folder. In a folder every regular file is accounted for:
+data files (jsonl/json/ndjson, csv/tsv, optionally .gz/.zst; parquet; warc/arc) are read as
+containers, .txt/.md/.rst/.html/.htm files are one document each, and any other file is one
+`unsupported_file_type` entry (its path in meta). Hidden files (a path part starting with '.')
+are skipped and counted in the `skipped_hidden_files` stat.
+
+Quarantine reasons: `malformed_json`, `not_an_object`, `malformed_csv`, `undecodable_bytes` (bytes
+not in the encoding, a binary Parquet text that is not UTF-8, an HTML body no charset decodes),
+`invalid_unicode` (a JSON escape that is no character, e.g. a lone "\\ud800", in any field),
+`missing_text_field` (absent or null), `text_not_a_string`, `empty_text`, `too_large` (over
+`max_doc_bytes`; `original_bytes` in meta; never read whole), `unsupported_file_type`,
+`unsupported_content_type` (a WARC response that is not HTML or plain text), `http_error` (a
+non-2xx WARC response; `status` in meta), `unreadable_row_group` (one entry per row the Parquet
+footer says a damaged row group held), `unreadable_file` (a damaged footer, or a truncated
+gzip/zstd/WARC: what came before the break is kept).
+
+Ids. `id` is the source id printed as a string (JSON text for numbers, booleans, objects) when the
+record has one and no earlier record of the same reader task (a file; the files of a folder that
+one task reads) printed the same; 7 and "7" print the same. A repeat gets `<source id>#<position>`,
+or a hash of source, file and position when that is taken too, and keeps its original value, JSON
+type included, in meta `source_id`; repeats are counted in the `ids_repeated` stat. A record with
+no id gets the hash of source, file and position. Seen ids are kept as 64-bit hashes."""
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import codecs
 import json
 import os
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.parquet as pq
 import xxhash
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
+from pydantic import Field, field_validator
 
 from ..io.docsteps import DatasetWriter, mark_dropped
+from ..io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES, RawReaders, RawRecord, detect_format, scrub
 from ..io.schema import CORE_SCHEMA
 from ..stage_run import StageRun
 from .base import Operator, OperatorParams
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "text", "warc"]
-TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".rst": "text", ".html": "html", ".htm": "html"}
-QUARANTINE_PREVIEW_CHARS = 4096  # a quarantined giant keeps its head; the raw file keeps the rest
+READER_STATS = ("skipped_hidden_files", "ids_repeated", "warc_non_response_records")
 
 
 class IngestParams(OperatorParams):
-    format: Format = "auto"
-    text_field: str = "text"
-    id_field: str | None = "id"
-    domain: str | None = None
-    domain_field: str | None = "domain"
-    source: str | None = None
-    max_doc_bytes: int = 10_000_000
-    encoding: str = "utf-8"
+    format: Format = Field(
+        "auto",
+        description="Reader for every file of the partition; `auto` picks one by file name and quarantines "
+        "files of unknown type as `unsupported_file_type`.",
+    )
+    text_field: str = Field("text", min_length=1, description="Field (JSONL), column (Parquet, CSV) holding the document text.")
+    id_field: str | None = Field(
+        "id", min_length=1,
+        description="Field holding the source id (kept as the row id unless repeated); null: ids are hashes of source, file and position.",
+    )
+    domain: str | None = Field(None, description="Domain for records without one (default: the source name).")
+    domain_field: str | None = Field("domain", min_length=1, description="Field holding a record's domain; null: ignore.")
+    source: str | None = Field(None, description="Source name on every row (default: the input folder's name).")
+    max_doc_bytes: int = Field(
+        10_000_000, ge=1,
+        description="Documents whose text is over this many UTF-8 bytes are quarantined as `too_large`; "
+        "raw records are never read into memory much beyond it.",
+    )
+    encoding: str = Field("utf-8", min_length=1, description="Encoding of JSONL, CSV and text files (a Python codec name).")
 
-
-def detect_format(path: Path) -> str:
-    name = path.name.lower()
-    if path.is_dir():
-        return "text"
-    for suffixes, fmt in (
-        ((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson", ".jsonl.zst"), "jsonl"),
-        ((".parquet",), "parquet"),
-        ((".csv", ".csv.gz", ".tsv"), "csv"),
-        ((".warc", ".warc.gz", ".arc.gz"), "warc"),
-        (tuple(TEXT_SUFFIXES), "text"),
-    ):
-        if name.endswith(suffixes):
-            return fmt
-    raise ValueError(f"cannot tell the format of {path}; set `format:` to one of jsonl, parquet, csv, text, warc")
-
-
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
-class RawRecord:
-    """One record as read from a raw file, before it is judged."""
-
-    __slots__ = ("fields", "text", "position", "error", "raw")
-
-    def __init__(self, position: str, fields: dict | None = None, text: Any = None, error: str | None = None, raw: str = ""):
-        self.position, self.fields, self.text, self.error, self.raw = position, fields or {}, text, error, raw
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        codecs.lookup(value)  # LookupError -> a clear validation error, not a failed run
+        return value
 
 
 class RawSourceReader(PipelineStep):
@@ -82,14 +90,18 @@ class RawSourceReader(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         p = self.params
+        readers = RawReaders(p.text_field, p.encoding, p.max_doc_bytes, self.stat_update)
+        seen: set[int] = set()  # 64-bit hashes of the ids given out by this task
         with self.quarantine as quarantine:
             for path in map(Path, self.files[rank::world_size]):
                 rel = os.path.relpath(path, self.root) if self.root else path.name
+                if any(part.startswith(".") for part in Path(rel).parts):
+                    self.stat_update("skipped_hidden_files")
+                    continue
                 source = p.source or Path(self.root or path).name
-                fmt = p.format if p.format != "auto" else detect_format(path)
-                for rec in self._records(path, fmt):
+                for rec in self._records(readers, path, rel):
                     self.stat_update("records")
-                    doc, reason = self._to_document(rec, source, rel)
+                    doc, reason = self._to_document(rec, source, rel, seen)
                     if reason:
                         self.stat_update(f"quarantined_{reason}")
                         quarantine.write(mark_dropped(doc, self.stage, reason), rank)
@@ -97,86 +109,20 @@ class RawSourceReader(PipelineStep):
                         self.stat_update("forwarded")
                         yield doc
 
-    # -- reading --------------------------------------------------------------------------
-    def _records(self, path: Path, fmt: str) -> Iterator[RawRecord]:
-        try:
-            if path.stat().st_size == 0:
-                return  # an empty file holds no records; the ledger counts zero
-            yield from getattr(self, f"_read_{fmt}")(path)
-        except (OSError, EOFError, zlib.error, ValueError) as exc:
-            # a truncated/corrupt file: what was read is kept, the break itself is recorded
-            yield RawRecord(f"{path.name}:unreadable", error="unreadable_file", raw=f"{type(exc).__name__}: {exc}")
-
-    def _read_jsonl(self, path: Path) -> Iterator[RawRecord]:
-        with _open_bytes(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    decoded = line.decode(self.params.encoding)
-                except UnicodeDecodeError:
-                    yield RawRecord(str(lineno), error="undecodable_bytes", raw=line.decode("utf-8", "replace"))
-                    continue
-                try:
-                    obj = json.loads(decoded)
-                except (ValueError, RecursionError):  # RecursionError: hostile nesting
-                    yield RawRecord(str(lineno), error="malformed_json", raw=decoded)
-                    continue
-                if not isinstance(obj, dict):
-                    yield RawRecord(str(lineno), error="not_an_object", raw=decoded)
-                    continue
-                yield RawRecord(str(lineno), obj, obj.pop(self.params.text_field, None))
-
-    def _read_parquet(self, path: Path) -> Iterator[RawRecord]:
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                n += 1
-                yield RawRecord(str(n), row, row.pop(self.params.text_field, None))
-
-    def _read_csv(self, path: Path) -> Iterator[RawRecord]:
-        csv.field_size_limit(2**31 - 1)
-        with _open_bytes(path) as raw:
-            text = io.TextIOWrapper(raw, encoding=self.params.encoding, errors="surrogateescape", newline="")
-            delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
-            for n, row in enumerate(csv.DictReader(text, delimiter=delimiter), 1):
-                blob = "\x00".join(v for v in row.values() if isinstance(v, str))
-                if _has_surrogates(blob):
-                    yield RawRecord(str(n), error="undecodable_bytes", raw=_unsurrogate(json.dumps(row, ensure_ascii=False)))
-                    continue
-                yield RawRecord(str(n), dict(row), row.pop(self.params.text_field, None))
-
-    def _read_text(self, path: Path) -> Iterator[RawRecord]:
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for f in files:
-            kind = TEXT_SUFFIXES.get(f.suffix.lower())
-            rel = str(f.relative_to(path)) if path.is_dir() else f.name
-            if kind is None:
-                yield RawRecord(rel, error="unsupported_file_type", raw=rel)
-                continue
-            data = f.read_bytes()
-            try:
-                text = data.decode(self.params.encoding)
-            except UnicodeDecodeError:
-                yield RawRecord(rel, error="undecodable_bytes", raw=data.decode("utf-8", "replace"))
-                continue
-            yield RawRecord(rel, {"format": kind, "path": rel}, text)
-
-    def _read_warc(self, path: Path) -> Iterator[RawRecord]:
-        from datatrove.pipeline.readers import WarcReader
-
-        reader = WarcReader(str(path.parent), glob_pattern=path.name, recursive=False)
-        for n, doc in enumerate(reader.read_file(path.name), 1):
-            fields = {"warc_id": doc.id, **doc.metadata, "format": "html"}
-            yield RawRecord(str(n), fields, doc.text)
+    def _records(self, readers: RawReaders, path: Path, rel: str):
+        fmt = self.params.format if self.params.format != "auto" else detect_format(path)
+        if fmt is None or not path.is_file():  # a PDF, an image, a .bz2; a pipe or a broken link
+            yield RawRecord("1", {"path": rel}, error="unsupported_file_type", raw=rel)
+            return
+        yield from readers.records(path, fmt)
 
     # -- judging ----------------------------------------------------------------------------
-    def _to_document(self, rec: RawRecord, source: str, rel: str) -> tuple[Document, str | None]:
+    def _to_document(self, rec: RawRecord, source: str, rel: str, seen: set[int]) -> tuple[Document, str | None]:
         p = self.params
         fields = rec.fields
-        meta: dict[str, Any] = {"file": rel, "position": rec.position}
+        meta: dict[str, Any] = {"file": rel, "position": rec.position, **rec.meta}
         raw_id = fields.pop(p.id_field, None) if p.id_field else None
-        doc_id = str(raw_id) if raw_id not in (None, "") else xxhash.xxh3_64_hexdigest(f"{source}\x00{rel}\x00{rec.position}".encode())
+        doc_id = self._claim_id(raw_id, source, rel, rec.position, seen, meta)
         domain = fields.pop(p.domain_field, None) if p.domain_field else None
         domain = str(domain) if domain not in (None, "") else (p.domain or source)
         meta.update({k: v for k, v in fields.items() if v is not None})
@@ -191,59 +137,75 @@ class RawSourceReader(PipelineStep):
             elif len(text) > p.max_doc_bytes // 4 and len(text.encode("utf-8", "surrogatepass")) > p.max_doc_bytes:
                 meta["original_bytes"] = len(text.encode("utf-8", "surrogatepass"))
                 reason, text = "too_large", text[:QUARANTINE_PREVIEW_CHARS]
-            elif _has_surrogates(text):
-                reason, text = "undecodable_bytes", _unsurrogate(text)
         else:
             text = rec.raw[:QUARANTINE_PREVIEW_CHARS] if len(rec.raw) > p.max_doc_bytes else rec.raw
         if reason:
             meta["error"] = reason
+        meta_json = json.dumps(meta, ensure_ascii=False, default=str)
+        if reason is None and any(SURROGATES.search(s) for s in (text, doc_id, domain, meta_json)):
+            # a JSON escape that is no character: it would fail the whole Parquet write
+            reason, meta["error"] = "invalid_unicode", "invalid_unicode"
+            meta_json = json.dumps(meta, ensure_ascii=False, default=str)
+            text = text[:QUARANTINE_PREVIEW_CHARS]
+        if reason:
+            text, doc_id, domain, meta_json = (scrub(s) for s in (text or "", doc_id, domain, meta_json))
         doc = Document(
             text=text or "",
             id=doc_id,
-            metadata={"source": source, "domain": domain, "lang": None, "meta": json.dumps(meta, ensure_ascii=False, default=str)},
+            metadata={"source": source, "domain": domain, "lang": None, "meta": meta_json},
         )
         return doc, reason
 
+    def _claim_id(self, raw_id: Any, source: str, rel: str, position: str, seen: set[int], meta: dict) -> str:
+        """The row id under the rule in the module docstring; `seen` grows by the id given out."""
+        if raw_id not in (None, ""):
+            printed = raw_id if isinstance(raw_id, str) else json.dumps(raw_id, ensure_ascii=False, sort_keys=True, default=str)
+            if _take(printed, seen):
+                return printed
+            self.stat_update("ids_repeated")
+            meta["source_id"] = raw_id
+            if _take(renamed := f"{printed}#{position}", seen):
+                return renamed
+        # the hash of source, file and position, salted in the rare case a real id already took it
+        salt = 0
+        while not _take(hashed := xxhash.xxh3_64_hexdigest(f"{source}\x00{rel}\x00{position}" + salt * "\x00"), seen):
+            salt += 1
+        return hashed
 
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
-
-def _unsurrogate(text: str) -> str:
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+def _take(doc_id: str, seen: set[int]) -> bool:
+    """Claim `doc_id` unless this task gave it out already."""
+    key = xxhash.xxh3_64_intdigest(doc_id.encode("utf-8", "surrogatepass"))
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def expand_input(path: Path) -> list[str]:
-    """The raw files of one partition: a file, or the data files inside a folder (a folder of
-    .txt/.md/.html is one text collection)."""
+    """The raw files of one partition: the file itself, or every file under a folder (hidden ones
+    too, so the reader can count them; it reads none of them)."""
     if path.is_file():
         return [str(path)]
     if not path.exists():
         raise FileNotFoundError(f"input path does not exist: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    data_files = [str(p) for p in files if _is_data_file(p)]
-    return data_files or [str(path)]
-
-
-def _is_data_file(path: Path) -> bool:
-    try:
-        return detect_format(path) in {"jsonl", "parquet", "csv", "warc"}
-    except ValueError:
-        return False
+    return sorted(str(p) for p in path.rglob("*") if not p.is_dir())
 
 
 class Ingest(Operator):
     name = "ingest"
-    version = "1"
+    version = "2"
     description = (
-        "Read raw files (JSONL, JSONL.gz, Parquet, CSV, WARC, folders of .txt/.md/.html) into the core "
-        "columns id, text, source, domain, lang, meta. Ids come from `id_field` or a hash of source, file "
-        "and position. Malformed lines, undecodable bytes, missing/empty text and docs over "
-        "`max_doc_bytes` are quarantined with a reason."
+        "Read raw files (JSONL/JSON/NDJSON, optionally .gz/.zst; Parquet; CSV/TSV; WARC; .txt/.md/.rst/.html "
+        "files; a folder of any of these) into the core columns id, text, source, domain, lang, meta. Every "
+        "record found is kept or quarantined with a reason; other files in a folder are quarantined as "
+        "`unsupported_file_type`, hidden files are skipped and counted. Id: the source id (`id_field`) as a "
+        "string unless an earlier record of the same reader task printed the same (7 and \"7\" collide); a "
+        "repeat gets `<id>#<position>` (or a hash if that is taken) with the original in meta `source_id`, "
+        "counted as `ids_repeated`; records without an id get a hash of source, file and position. Malformed "
+        "lines, undecodable bytes, invalid Unicode escapes, missing/empty/non-string text, docs over "
+        "`max_doc_bytes` (never read whole), damaged Parquet row groups, non-HTML/non-2xx WARC responses and "
+        "truncated files are quarantined with a reason."
     )
     Params = IngestParams
     requires = ()
@@ -256,6 +218,7 @@ class Ingest(Operator):
         reader = RawSourceReader(run.input_files, root, self.params, run.stage, run.quarantine_writer(schema))
         # raw files are split between tasks file by file
         stats = run.execute([reader, run.kept_writer(schema)], tasks=max(1, min(run.executor.tasks, len(run.input_files))))
-        run.n_in_override = int(stats.get(reader.name, {}).get("records", 0))
+        reader_stats = stats.get(reader.name, {})
+        run.n_in_override = int(reader_stats.get("records", 0))
         run.input_schema = schema
-        return {}
+        return {key: int(reader_stats.get(key, 0)) for key in READER_STATS}
