@@ -58,12 +58,13 @@ def with_kill_switch(project: Path) -> list[str]:
 
 def drive(project: str) -> None:
     """Materialise every unit of the project's pipeline for PARTITION, as Dagster would in order;
-    prints one JSON line per stage: (stage, skipped)."""
+    prints one JSON line per stage, [stage, skipped], then {"seconds": time since the imports}."""
     from dagster_llmdata.factory import execution_units, lineage_code_versions
     from dagster_llmdata.layout import PipelineLayout
     from dagster_llmdata.materialise import PipelineContext, materialise_chain
     from dagster_llmdata.spec import load_pipeline_spec
 
+    start = time.perf_counter()
     register_operator(KillSwitch)
     if os.environ.get(KILL_AFTER_S):
         timer = threading.Timer(float(os.environ[KILL_AFTER_S]), os.killpg, (os.getpgrp(), signal.SIGKILL))
@@ -75,6 +76,7 @@ def drive(project: str) -> None:
     for unit in execution_units(spec):
         for report in materialise_chain(ctx, unit, PARTITION, fuse=spec.executor.fuse):
             print(json.dumps([report.stage, report.skipped]), flush=True)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
 def start_driver(project: Path, **env: str) -> subprocess.Popen:
@@ -88,7 +90,11 @@ def start_driver(project: Path, **env: str) -> subprocess.Popen:
 def run_driver(project: Path, **env: str) -> tuple[int, list[tuple[str, bool]], str]:
     proc = start_driver(project, **env)
     out, err = proc.communicate(timeout=300)
-    return proc.returncode, [tuple(json.loads(line)) for line in out.splitlines()], err
+    return proc.returncode, stage_reports(out), err
+
+
+def stage_reports(out: str) -> list[tuple[str, bool]]:
+    return [tuple(line) for line in map(json.loads, out.splitlines()) if isinstance(line, list)]
 
 
 def ids_per_stage(project: Path, stages: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -106,19 +112,22 @@ def ids_per_stage(project: Path, stages: list[str]) -> dict[str, dict[str, list[
 
 
 @pytest.fixture()
-def killable(project: Path, tmp_path_factory) -> tuple[Path, Path, list[str]]:
-    """The project with a kill switch, and an uninterrupted run of an identical copy of it."""
+def killable(project: Path, tmp_path_factory) -> tuple[Path, Path, list[str], float]:
+    """The project with a kill switch, and an uninterrupted run of an identical copy of it (and
+    its wall time)."""
     stages = with_kill_switch(project)
     baseline = tmp_path_factory.mktemp("baseline") / "project"
     shutil.copytree(project, baseline)
-    rc, reports, err = run_driver(baseline)
-    assert rc == 0, err[-3000:]
+    proc = start_driver(baseline)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    reports = stage_reports(out)
     assert [s for s, _ in reports] == stages and not any(skipped for _, skipped in reports)
-    return project, baseline, stages
+    return project, baseline, stages, json.loads(out.splitlines()[-1])["seconds"]
 
 
 def test_sigkill_mid_fused_pass_then_rerun_matches_uninterrupted(killable):
-    project, baseline, stages = killable
+    project, baseline, stages, _ = killable
     expected = ids_per_stage(baseline, stages)
     assert len(expected["raw"]["data"]) == 15 and expected["deduplicated"]["rejected"] == ["dup"]
     assert expected["quality_filtered"]["rejected"] == ["d0", "d3", "short"]
@@ -138,21 +147,60 @@ def test_sigkill_mid_fused_pass_then_rerun_matches_uninterrupted(killable):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fraction", [0.3, 0.55, 0.8])
+@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.8])
 def test_sigkill_at_any_time_then_rerun_matches_uninterrupted(killable, fraction):
-    project, baseline, stages = killable
-    # the baseline's own wall time places the kill somewhere inside the run
-    start = time.perf_counter()
-    rc, _, err = run_driver(baseline)  # a second, all-skipped run costs only imports
-    startup = time.perf_counter() - start
-    assert rc == 0, err[-3000:]
-    expected = ids_per_stage(baseline, stages)
-    shutil.rmtree(baseline / "data")
-    start = time.perf_counter()
-    assert run_driver(baseline)[0] == 0
-    full = time.perf_counter() - start
-    rc, reports, err = run_driver(project, **{KILL_AFTER_S: f"{startup + (full - startup) * fraction:.2f}"})
-    assert rc == -signal.SIGKILL, f"not killed within the run: {reports}"
+    project, baseline, stages, seconds = killable
+    # a fraction of the uninterrupted run's wall time lands the kill in a different stage each time
+    rc, reports, err = run_driver(project, **{KILL_AFTER_S: f"{seconds * fraction:.2f}"})
+    assert rc == -signal.SIGKILL, f"finished before the kill: {reports}"
     rc, _, err = run_driver(project)
     assert rc == 0, err[-3000:]
-    assert ids_per_stage(project, stages) == expected
+    assert ids_per_stage(project, stages) == ids_per_stage(baseline, stages)
+
+
+def test_two_runs_of_one_partition_at_once_do_the_work_once(killable):
+    project, baseline, stages, _ = killable
+    first, second = start_driver(project), start_driver(project)
+    outputs = [proc.communicate(timeout=300) for proc in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    runs = [stage_reports(out) for out, _ in outputs]
+    for stage, (a, b) in zip(stages, zip(*runs)):
+        assert a[0] == b[0] == stage
+        assert {a[1], b[1]} == {True, False}, f"{stage}: exactly one run did it, the other waited and skipped"
+    assert ids_per_stage(project, stages) == ids_per_stage(baseline, stages)
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from dagster_llmdata.layout import PipelineLayout
+from dagster_llmdata.materialise import partition_lock
+with partition_lock(PipelineLayout(Path(sys.argv[1]), "tiny"), ["raw"], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_lock_wait_times_out_naming_the_holder_and_a_dead_holder_frees_it(project, monkeypatch):
+    from dagster_llmdata.factory import lineage_code_versions
+    from dagster_llmdata.layout import PipelineLayout
+    from dagster_llmdata.materialise import PartitionLocked, PipelineContext, materialise_chain
+    from dagster_llmdata.spec import load_pipeline_spec
+
+    spec = load_pipeline_spec(project / "assets/tiny.yaml")
+    layout = PipelineLayout((project / spec.storage).resolve(), spec.pipeline)
+    ctx = PipelineContext(spec, project, layout, lineage_code_versions(spec))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(layout.storage), PARTITION], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        monkeypatch.setenv("LLMDATA_LOCK_TIMEOUT_S", "0.5")
+        start = time.monotonic()
+        with pytest.raises(PartitionLocked, match=rf"raw\[web/batch1.jsonl\] is being materialised by another process \(pid {holder.pid}\)"):
+            materialise_chain(ctx, [spec.stage("raw")], PARTITION)
+        assert 0.5 <= time.monotonic() - start < 5
+        assert not (layout.data_dir("raw", PARTITION)).exists()  # nothing was touched while locked
+    finally:
+        holder.kill()  # SIGKILL: the OS drops its lock
+        holder.wait()
+    (report,) = materialise_chain(ctx, [spec.stage("raw")], PARTITION)
+    assert not report.skipped and report.ledger.n_in == 15 and report.ledger.n_out == 15
