@@ -62,7 +62,9 @@ def open_stream(path: Path) -> io.BufferedIOBase:
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), "zstd"), SKIP_CHUNK)
+        # pyarrow raises at a truncated frame instead of returning the partial read, so a small
+        # buffer keeps all but the last few KiB before the break
+        return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), "zstd"), io.DEFAULT_BUFFER_SIZE)
     return open(path, "rb")
 
 
@@ -94,13 +96,15 @@ def bounded_lines(fh, limit: int) -> Iterator[bytes | OverLong]:
         if len(line) <= limit or line.endswith(b"\n"):
             yield line
             continue
-        head, size, quotes = line[: QUARANTINE_PREVIEW_CHARS * 4], len(line), line.count(b'"')
+        head, size, quotes, tail = line[: QUARANTINE_PREVIEW_CHARS * 4], len(line), line.count(b'"'), line[-2:]
         del line
-        while (chunk := fh.readline(SKIP_CHUNK)):
+        while chunk := fh.readline(SKIP_CHUNK):
             size += len(chunk)
             quotes += chunk.count(b'"')
+            tail = (tail + chunk)[-2:]
             if chunk.endswith(b"\n"):
                 break
+        size -= 2 if tail == b"\r\n" else tail.endswith(b"\n")  # the line break is not part of the record
         yield OverLong(head, size, quotes)
 
 

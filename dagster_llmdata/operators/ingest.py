@@ -74,7 +74,10 @@ class IngestParams(OperatorParams):
     @field_validator("encoding")
     @classmethod
     def _known_codec(cls, value: str) -> str:
-        codecs.lookup(value)  # LookupError -> a clear validation error, not a failed run
+        try:
+            codecs.lookup(value)
+        except LookupError:  # a clear validation error, not a failed run
+            raise ValueError(f"unknown encoding {value!r}") from None
         return value
 
 
