@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import subprocess
 import sys
@@ -142,7 +141,7 @@ def test_jsonl_zst_is_decompressed_and_truncation_recorded(tmp_path, prose):
     assert outcome.ledger.quarantined == {"unreadable_file": 1}
     assert 500 < outcome.ledger.n_out < 1000 and outcome.ledger.n_in == outcome.ledger.n_out + 1
     assert [r["id"] for r in kept] == [f"z{i}" for i in range(len(kept))]  # the head is kept in order
-    assert "Truncated" in quarantined[0]["text"] or "truncated" in quarantined[0]["text"].lower()
+    assert "truncated" in quarantined[0]["text"].lower()
 
 
 def _warc_response(writer, url: str, body: bytes, content_type: str | None, status: str = "200 OK"):
@@ -366,7 +365,6 @@ def _peak_mb(src: Path, out: Path) -> tuple[int, str]:
     return int(mb), rest
 
 
-@pytest.mark.slow
 def test_decompression_bomb_line_is_never_held_whole(tmp_path, prose):
     line_mb = 300
     bomb = tmp_path / "bomb.jsonl.gz"
@@ -432,6 +430,6 @@ def test_params_are_described_and_bounded():
 
 def test_latin1_csv_with_explicit_encoding(tmp_path, prose):
     src = tmp_path / "legacy.txt"  # an explicit format reads a file whatever its name
-    src.write_bytes(io.StringIO("id,text\nl1,Crème brûlée à la française\n").getvalue().encode("latin-1"))
+    src.write_bytes("id,text\nl1,Crème brûlée à la française\n".encode("latin-1"))
     outcome, kept, _ = ingest(src, tmp_path, {"format": "csv", "encoding": "latin-1"})
     assert kept[0]["text"] == "Crème brûlée à la française"

@@ -48,7 +48,7 @@ def scrub(text: str) -> str:
 def detect_format(path: Path) -> str | None:
     """The reader for a file name, or None when it is no format ingest reads."""
     name = path.name.lower()
-    if name.endswith((".parquet",)):
+    if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".warc", ".warc.gz", ".arc", ".arc.gz")):
         return "warc"
