@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .component import PipelineComponent
-from .execute import StageOutcome, apply_operator, run_stage
+from .execute import StageOutcome, run_stage
 from .factory import (
     LEDGER_CHECK,
     build_pipeline_assets,
@@ -21,6 +21,7 @@ from .operators import (
 )
 from .sample_corpus import build_sample_corpus
 from .sensors import LandingSensorSpec, build_landing_sensor
+from .standalone import apply_operator
 from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
 from .stage_run import ExecutorConfig, StageRun
 

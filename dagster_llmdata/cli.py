@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
+from .logs import stderr_to
+from .operators import did_you_mean
 from .spec import SpecError
 
 DEFAULT_HOME = ".dagster_home"
@@ -26,14 +30,26 @@ def _parse_params(pairs: list[str]) -> dict:
 
 
 def cmd_op(args) -> int:
-    from .execute import apply_operator
+    from pydantic import ValidationError
 
+    from .operators import describe_params_error, get_operator
+    from .standalone import apply_operator
+
+    log = Path(tempfile.mkstemp(prefix="llmdata-op-", suffix=".log")[1])
     try:
-        outcome = apply_operator(args.name, args.inp, args.out, _parse_params(args.param))
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"llmdata op {args.name}: {exc}", file=sys.stderr)
+        with contextlib.nullcontext() if args.verbose else stderr_to(log):
+            outcome = apply_operator(args.name, args.inp, args.out, _parse_params(args.param), ingest_params=_parse_params(args.ingest_param))
+    except ValidationError as exc:
+        print(f"llmdata op {args.name}: {describe_params_error(get_operator(args.name), exc)}", file=sys.stderr)
         return 2
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"llmdata op {args.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        print(f"llmdata op {args.name} failed; the run's log: {log}", file=sys.stderr)
+        raise
     led = outcome.ledger
+    log.unlink(missing_ok=True)
     print(json.dumps({"n_in": led.n_in, "kept": led.n_out, "rejected": led.rejected, "quarantined": led.quarantined,
                       "balanced": led.balanced, "seconds": round(outcome.seconds, 2), **{k: v for k, v in outcome.metadata.items()
                       if isinstance(v, (int, float, str))}}, indent=1))
@@ -43,16 +59,45 @@ def cmd_op(args) -> int:
 def cmd_ops(args) -> int:
     from .operators import REGISTRY
 
+    if args.json:
+        print(json.dumps([cls.describe() for _, cls in sorted(REGISTRY.items())], indent=1))
+        return 0
     for name, cls in sorted(REGISTRY.items()):
-        print(json.dumps(cls.describe()) if args.json else f"{name:20s} {cls.description}")
+        if args.name and name not in args.name:
+            continue
+        print(f"{name}  (v{cls.version})\n  {cls.description}")
+        for pname, prop in cls.Params.model_json_schema().get("properties", {}).items():
+            default = json.dumps(prop.get("default")) if "default" in prop else "required"
+            bounds = " ".join(f"{k}={prop[k]}" for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in prop)
+            kind = _schema_type(prop)
+            print(f"    {pname} ({kind}, default {default}{', ' + bounds if bounds else ''}): {prop.get('description', '')}")
+        print()
     return 0
+
+
+def _schema_type(prop: dict) -> str:
+    if "enum" in prop:
+        return "one of " + "|".join(map(str, prop["enum"]))
+    if "anyOf" in prop:
+        return " or ".join(_schema_type(p) for p in prop["anyOf"])
+    if prop.get("type") == "array" and isinstance(prop.get("items"), dict):
+        return f"list of {_schema_type(prop['items'])}"
+    return str(prop.get("type", "any"))
+
+
+def _project_root(arg: str) -> Path:
+    root = Path(arg).resolve()
+    if not (root / "assets").is_dir():
+        raise SpecError(f"{root} is not an llmdata project: it has no assets/ folder of pipeline specs "
+                        "(run from a project, or pass --project DIR)")
+    return root
 
 
 def cmd_status(args) -> int:
     from .loader import load_pipeline_specs
     from .report import stage_table
 
-    root = Path(args.project).resolve()
+    root = _project_root(args.project)
     for spec in load_pipeline_specs(root):
         print(stage_table(spec, root))
     return 0
@@ -62,17 +107,18 @@ def cmd_rejected(args) -> int:
     from .loader import load_pipeline_specs
     from .report import rejected_examples
 
-    root = Path(args.project).resolve()
+    root = _project_root(args.project)
     specs = {s.pipeline: s for s in load_pipeline_specs(root)}
     pipeline = args.pipeline or next(iter(specs), None)
     if pipeline not in specs:
         print(f"no pipeline {pipeline!r} in {root / 'assets'} (known: {sorted(specs)})", file=sys.stderr)
         return 2
-    try:
-        print(rejected_examples(specs[pipeline], root, args.stage, args.n, args.quarantine))
-    except StopIteration:
-        print(f"pipeline {pipeline!r} has no stage {args.stage!r}", file=sys.stderr)
+    stages = [s.name for s in specs[pipeline].stages]
+    if args.stage not in stages:
+        print(f"pipeline {pipeline!r} has no stage {args.stage!r}{did_you_mean(args.stage, stages)}; "
+              f"its stages: {', '.join(stages)}", file=sys.stderr)
         return 2
+    print(rejected_examples(specs[pipeline], root, args.stage, args.n, args.quarantine))
     return 0
 
 
@@ -109,15 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmdata", description="LLM training data as Dagster assets")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("op", help="run one operator on a JSONL/JSONL.gz/Parquet file or a folder")
-    p.add_argument("name")
-    p.add_argument("--in", dest="inp", required=True)
-    p.add_argument("--out", required=True, help="OUT.parquet (rejected rows go to OUT.rejected.parquet)")
-    p.add_argument("--param", action="append", default=[], help="key=value (YAML value), repeatable")
+    p = sub.add_parser(
+        "op", help="run one operator on a file or folder, outside Dagster",
+        description="Run one operator on raw files (JSONL/.gz/.zst, Parquet, CSV, WARC, HTML/text, or a folder of them). "
+                    "Raw input goes through `ingest` first, as in a pipeline; every input record is counted.",
+        epilog="`llmdata ops` lists the operators and their params; `llmdata ops NAME` shows one.",
+    )
+    p.add_argument("name", help="operator name (see `llmdata ops`)")
+    p.add_argument("--in", dest="inp", required=True, help="input file or folder")
+    p.add_argument("--out", required=True, help="OUT.parquet, OUT.jsonl or OUT.jsonl.gz; dropped rows go to "
+                   "OUT.rejected.<ext>, quarantined ones to OUT.quarantine.<ext>")
+    p.add_argument("--param", action="append", default=[], help="operator param key=value (YAML value), repeatable")
+    p.add_argument("--ingest-param", action="append", default=[],
+                   help="param of the ingest step that reads raw input (e.g. text_field=content), repeatable")
+    p.add_argument("-v", "--verbose", action="store_true", help="show datatrove's logs and per-step stats")
     p.set_defaults(func=cmd_op)
 
-    p = sub.add_parser("ops", help="list the registered operators")
-    p.add_argument("--json", action="store_true", help="full descriptions with param schemas")
+    p = sub.add_parser("ops", help="list the registered operators with their params")
+    p.add_argument("name", nargs="*", help="only these operators")
+    p.add_argument("--json", action="store_true", help="one JSON document: every operator with its param schema")
     p.set_defaults(func=cmd_ops)
 
     p = sub.add_parser("status", help="per-stage docs in / kept / dropped / quarantined, from disk")
@@ -147,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_home)
 
     args = parser.parse_args(argv)
-    os.environ.setdefault("DAGSTER_HOME", str(Path(getattr(args, "project", ".")).resolve() / DEFAULT_HOME))
-    ensure_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+    if args.func in (cmd_demo, cmd_home):  # only what talks to a Dagster instance gets one
+        os.environ.setdefault("DAGSTER_HOME", str(Path(getattr(args, "project", ".")).resolve() / DEFAULT_HOME))
+        ensure_dagster_home(Path(os.environ["DAGSTER_HOME"]))
     try:
         return args.func(args)
     except SpecError as exc:

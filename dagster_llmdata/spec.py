@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .operators import REGISTRY, get_operator
+from .operators import REGISTRY, did_you_mean, get_operator
+from .operators.ingest import Format
 from .stage_run import ExecutorConfig
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -21,45 +22,56 @@ class SpecError(ValueError):
 
 
 class SourceSpec(BaseModel):
+    """Where raw data lands and how to read it (these settings are handed to the `ingest` stage)."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME)
-    landing: str  # folder; each file or sub-folder in it is one partition
-    format: str = "auto"
-    text_field: str = "text"
-    id_field: str | None = "id"
-    domain: str | None = None
-    domain_field: str | None = "domain"
+    name: str = Field(pattern=NAME, description="Source name; partition keys are `<source>/<landing entry>`.")
+    landing: str = Field(
+        min_length=1,
+        description="Landing folder, relative to the project root; every file or sub-folder in it is one partition.",
+    )
+    format: Format = Field("auto", description="Raw format; `auto` tells it from each file's name.")
+    text_field: str = Field("text", min_length=1, description="Field (JSONL/Parquet/CSV) that holds the document text.")
+    id_field: str | None = Field("id", description="Field with the source's own document id; unset: ids are hashes of file and position.")
+    domain: str | None = Field(None, description="Domain for every document of this source (default: the source name).")
+    domain_field: str | None = Field("domain", description="Field naming each document's domain, when the records carry one.")
 
 
 class StageSpec(BaseModel):
+    """One stage: an operator with its params over an upstream stage's dataset."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME)
-    op: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    input: str | None = None  # upstream stage; defaults to the previous one (stages may branch)
-    description: str | None = None
+    name: str = Field(pattern=NAME, description="Stage name; the asset key is `<pipeline>/<stage>`.")
+    op: str = Field(description="A registered operator (`llmdata ops` lists them).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The operator's params (validated against its schema).")
+    input: str | None = Field(None, description="Upstream stage; defaults to the previous one (stages may branch).")
+    description: str | None = Field(None, description="Shown in the Dagster UI; defaults to the operator's description.")
 
     @model_validator(mode="after")
     def _known_operator_and_params(self) -> StageSpec:
         if self.op not in REGISTRY:
-            raise ValueError(f"unknown operator {self.op!r}; known: {', '.join(sorted(REGISTRY))}")
+            raise ValueError(f"unknown operator {self.op!r}{did_you_mean(self.op, REGISTRY)}; known: {', '.join(sorted(REGISTRY))}")
+        params_model = get_operator(self.op).Params
         try:
-            get_operator(self.op).Params.model_validate(self.params)
+            params_model.model_validate(self.params)
         except ValidationError as exc:
             err = exc.errors()[0]
             path = ".".join(str(p) for p in ("params", *err["loc"]))
-            raise ValueError(f"{PARAM_ERROR}{path}: {err['msg']} (operator {self.op})") from None
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown param{did_you_mean(str(err['loc'][0]), params_model.model_fields)}; known: {', '.join(params_model.model_fields)}"
+            raise ValueError(f"{PARAM_ERROR}{path}: {msg} (operator {self.op})") from None
         return self
 
 
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pipeline: str = Field(pattern=NAME)
-    description: str = ""
-    storage: str = "data"  # where datasets live (relative to the spec's project root)
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    sources: list[SourceSpec] = Field(min_length=1)
-    stages: list[StageSpec] = Field(min_length=1)
+    pipeline: str = Field(pattern=NAME, description="Pipeline name: the Dagster asset group and the asset key prefix.")
+    description: str = Field("", description="Shown in the Dagster UI.")
+    storage: str = Field("data", description="Where datasets live, relative to the project root (or an absolute path).")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="How datatrove runs the stages.")
+    sources: list[SourceSpec] = Field(min_length=1, description="Landing folders that feed the first (ingest) stage.")
+    stages: list[StageSpec] = Field(min_length=1, description="The stages, in order; the first one must be `ingest`.")
 
     @model_validator(mode="after")
     def _graph_is_sound(self) -> PipelineSpec:

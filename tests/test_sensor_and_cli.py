@@ -103,8 +103,9 @@ def test_llmdata_op_cli_keeps_every_column(tmp_path, prose):
 
 def test_llmdata_ops_lists_registry():
     res = subprocess.run([str(BIN / "llmdata"), "ops", "--json"], capture_output=True, text=True, check=True)
-    described = [json.loads(line) for line in res.stdout.splitlines()]
+    described = json.loads(res.stdout)  # one JSON document
     assert {"minhash_dedup", "export_shards"} <= {d["name"] for d in described}
+    assert all("params" in d and "description" in d for d in described)
 
 
 def test_odd_landing_names(project, instance, prose):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+
+from pydantic import ValidationError
+
 from .base import Operator, OperatorParams, is_per_document
 from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
@@ -25,7 +29,27 @@ def get_operator(name: str) -> type[Operator]:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown operator {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(f"unknown operator {name!r}{did_you_mean(name, REGISTRY)}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_params_error(op_cls: type[Operator], exc: ValidationError) -> str:
+    """A params validation error in one line per problem, naming the param (and the closest known
+    name for a typo)."""
+    known = op_cls.Params.model_fields
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown param {where!r} for {op_cls.name}{did_you_mean(str(err['loc'][0]), known)}; "
+                         f"known: {', '.join(known)}")
+        else:
+            lines.append(f"param {where!r} of {op_cls.name}: {err['msg']}")
+    return "\n".join(lines)
 
 
 for _cls in (
@@ -34,4 +58,7 @@ for _cls in (
 ):
     register_operator(_cls)
 
-__all__ = ["Operator", "OperatorParams", "REGISTRY", "register_operator", "get_operator", "is_per_document"]
+__all__ = [
+    "Operator", "OperatorParams", "REGISTRY", "register_operator", "get_operator", "is_per_document",
+    "did_you_mean", "describe_params_error",
+]
