@@ -137,12 +137,27 @@ def cmd_sample(args) -> int:
     return 0
 
 
+RUN_QUEUE_CONFIG = """\
+concurrency:
+  runs:
+    # a burst of landed files queues instead of starting every run at once (2 cores by default)
+    max_concurrent_runs: 2
+"""
+INSTANCE_CONFIG = """\
+# The project's Dagster instance (written by `llmdata home`; edit freely).
+telemetry:
+  enabled: false  # no network here
+""" + RUN_QUEUE_CONFIG
+
+
 def ensure_dagster_home(path: Path) -> Path:
-    """The project's own Dagster instance folder, with telemetry off (no network here)."""
+    """The project's own Dagster instance folder: telemetry off and a run queue with a limit."""
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(INSTANCE_CONFIG)
+    elif "concurrency:" not in (current := config.read_text()):
+        config.write_text(current.rstrip("\n") + "\n" + RUN_QUEUE_CONFIG)  # an instance from an older version
     return path
 
 

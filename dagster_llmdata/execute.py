@@ -19,13 +19,19 @@ from .stage_run import StageRun
 @dataclass
 class StageOutcome:
     ledger: Ledger
-    seconds: float
+    seconds: float  # this stage's own time (its share of a fused pass)
     schema: pa.Schema
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    # wall time of the step the stage ran in: a fused pass's whole time, else `seconds`
+    step_seconds: float | None = None
+
     @property
     def docs_per_second(self) -> float:
-        return self.ledger.n_in / self.seconds if self.seconds > 0 else 0.0
+        """Docs through the step per second of its wall time. A stage fused with slower neighbours
+        shares their pace: its own share of the pass can be near zero (a pass-through stage)."""
+        wall = self.step_seconds if self.step_seconds is not None else self.seconds
+        return self.ledger.n_in / wall if wall > 0 else 0.0
 
 
 def run_stage(op: Operator, run: StageRun) -> StageOutcome:
@@ -70,7 +76,7 @@ def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
         meta = {**op.metadata_from_stats(stats), "llmdata/fused_with": [r.stage for _, r in chain],
                 "llmdata/fused_run_s": round(seconds, 3)}
         share = seconds * step_times[run.stage] / total_step_time
-        outcomes.append(StageOutcome(ledger=ledger, seconds=share, schema=schema, metadata=meta))
+        outcomes.append(StageOutcome(ledger=ledger, seconds=share, schema=schema, metadata=meta, step_seconds=seconds))
         upstream_files = list_parquet(run.output_dir)
     return outcomes
 

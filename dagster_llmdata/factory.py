@@ -23,6 +23,7 @@ from .materialise import (
     materialise_chain,
 )
 from .operators import get_operator, is_per_document
+from .report import drop_examples, explain_drop, funnel_markdown
 from .spec import PipelineSpec, StageSpec
 
 # partitioned asset checks are a Dagster preview feature; they are what a per-partition ledger needs
@@ -31,6 +32,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 LEDGER_CHECK = "ledger_balances"
 SAMPLE_ROWS = 5
+EXAMPLES_PER_REASON = 2
 
 
 def partitions_def_for(spec: PipelineSpec) -> dg.DynamicPartitionsDefinition:
@@ -130,14 +132,17 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
                 reports = materialise_chain(ctx, chain, partition, fuse=spec.executor.fuse)
             except PartitionInputMissing as exc:
                 raise dg.Failure(str(exc)) from None
-            for report in reports:
+            for i, report in enumerate(reports):
                 _log(context, report, partition)
                 key = asset_key(spec, report.stage)
                 stage = spec.stage(report.stage)
                 upstream = asset_key(spec, stage.input) if stage.input else None
+                metadata = _metadata(report, upstream)
+                if i == len(reports) - 1:  # the last stage of the step shows the whole pipeline
+                    metadata["pipeline_funnel"] = dg.MetadataValue.md(funnel_markdown(spec, ctx.root))
                 yield dg.MaterializeResult(
                     asset_key=key,
-                    metadata=_metadata(report, upstream),
+                    metadata=metadata,
                     data_version=dg.DataVersion(report.data_version),
                 )
                 yield _ledger_check(key, report.ledger)
@@ -224,12 +229,30 @@ def _metadata(report: StageReport, upstream: dg.AssetKey | None) -> dict[str, An
             records=[dg.TableRecord({c: _short(r[c]) for c in cols}) for r in sample],
             schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols]),
         )
+    for name, folder in (("rejected_examples", run.rejected_dir), ("quarantined_examples", run.quarantine_dir)):
+        table = _examples_table(folder)
+        if table is not None:
+            md[name] = table
     for k, v in report.metadata.items():
         if isinstance(v, (int, float, str, bool)):
             md[k] = v
         elif isinstance(v, (dict, list)):
             md[k] = dg.MetadataValue.json(v)
     return md
+
+
+def _examples_table(folder: Path) -> dg.TableMetadataValue | None:
+    """A few dropped docs per reason with the value and threshold that failed: what a user tunes from."""
+    _, examples = drop_examples(folder, EXAMPLES_PER_REASON)
+    rows = [row for rows in examples.values() for row in rows]
+    if not rows:
+        return None
+    columns = ["reason", "id", "why", "text"]
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"reason": r["reason"], "id": _short(r.get("id"), 40), "why": explain_drop(r), "text": _short(r.get("text"))})
+                 for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
+    )
 
 
 def _short(value: Any, n: int = 160) -> str:

@@ -230,3 +230,24 @@ def test_unfused_executor_gives_the_same_ledgers(project, instance, tmp_path):
         a, b = _materialization(fused, stage).metadata, _materialization(unfused, stage).metadata
         assert "llmdata/fused_with" not in b and "llmdata/skipped" not in b
         assert (a["n_in"].value, a["n_out"].value) == (b["n_in"].value, b["n_out"].value), stage
+
+
+def test_metadata_explains_drops_and_shows_the_funnel(project, instance):
+    result = _materialize(project, instance)
+    quality = _materialization(result, "quality_filtered").metadata
+    examples = {r.data["id"]: r.data for r in quality["rejected_examples"].value.records}
+    assert examples["short"]["reason"] == "gopher_short_doc"
+    assert examples["short"]["why"] == "value 4, threshold 50"  # "Too short to keep." is 4 words
+    dedup = _materialization(result, "deduplicated").metadata
+    (dup,) = dedup["rejected_examples"].value.records
+    assert dup.data["why"] == "kept d0"
+
+    # a pass-through stage fused with a slower one runs at the pace of the pass, not at 1/its share
+    redacted = _materialization(result, "redacted").metadata
+    assert redacted["docs_per_s"].value <= redacted["n_in"].value / redacted["llmdata/fused_run_s"].value * 1.01 + 1
+
+    # the last stage of each step shows the whole pipeline's funnel over every partition
+    funnel = _materialization(result, "shards").metadata["pipeline_funnel"].value
+    lines = funnel.splitlines()
+    assert lines[4].startswith("| raw | ingest | 1 | 15 | 15 | 0 | 0 |")
+    assert any(line.startswith("| deduplicated | exact_dedup | 1 | 15 | 14 | 1 | 0 |") for line in lines)
