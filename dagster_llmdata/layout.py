@@ -46,6 +46,10 @@ class PipelineLayout:
     def work_dir(self, stage: str, partition: str) -> Path:
         return self.stage_root(stage) / "work" / partition_folder(partition)
 
+    def partition_dirs(self, stage: str, partition: str) -> tuple[Path, Path, Path, Path]:
+        """Everything a stage writes for one partition: data, rejected, quarantine, work."""
+        return tuple(f(stage, partition) for f in (self.data_dir, self.rejected_dir, self.quarantine_dir, self.work_dir))
+
     def lock_file(self, stage: str, partition: str) -> Path:
         """Held while the stage's partition is materialised; outside the partition's own work
         folder, which a re-run deletes."""

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,11 +20,11 @@ from .execute import StageOutcome, run_fused, run_stage
 from .io.parquet_store import list_parquet
 from .io.schema import CORE_SCHEMA
 from .layout import PipelineLayout, partition_folder
-from .ledger import Ledger, count_ledger, load_record, remove_record, save_record
+from .ledger import Ledger, count_ledger, load_record, save_record
 from .operators import Operator, get_operator, is_per_document
 from .operators.ingest import expand_input
 from .spec import PipelineSpec, StageSpec
-from .stage_run import StageRun
+from .stage_run import StageRun, clear_outputs
 
 
 LOCK_TIMEOUT_ENV = "LLMDATA_LOCK_TIMEOUT_S"
@@ -150,7 +149,7 @@ def _materialise_locked(ctx: PipelineContext, stages: list[StageSpec], partition
     if fuse and len(rest) > 1 and all(is_per_document(get_operator(s.op)) for s in rest):
         # later stages read what this very pass writes: clear what an interrupted pass left first
         for stage in rest:
-            _clear_outputs(ctx.layout, stage.name, partition)
+            clear_outputs(*ctx.layout.partition_dirs(stage.name, partition))
         runs = [first_run[:2]] + [stage_run_for(ctx, s, partition, require_input=False) for s in rest[1:]]
         outcomes = run_fused([(op, run) for run, op in runs])
         for i, (stage, (run, op), outcome) in enumerate(zip(rest, runs, outcomes)):
@@ -185,24 +184,26 @@ def _finish(stage: StageSpec, run: StageRun, fp: str, outcome: StageOutcome) -> 
     return StageReport(stage.name, run, ledger, data_version, False, outcome, outcome.metadata)
 
 
-def _clear_outputs(layout: PipelineLayout, stage: str, partition: str) -> None:
-    remove_record(layout.data_dir(stage, partition))
-    for folder in (layout.data_dir, layout.rejected_dir, layout.quarantine_dir, layout.work_dir):
-        shutil.rmtree(folder(stage, partition), ignore_errors=True)
-
-
 @contextlib.contextmanager
 def partition_lock(layout: PipelineLayout, stages: list[str], partition: str) -> Iterator[None]:
     """An exclusive lock per (stage, partition) for every stage of a chain, taken in pipeline
     order (so two chains never wait on each other in a circle). Waits up to
     $LLMDATA_LOCK_TIMEOUT_S; a lock held by a dead process is released by the OS."""
-    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S))
+    timeout = _lock_timeout()
     deadline = time.monotonic() + timeout
     with contextlib.ExitStack() as held:
         for stage in stages:
             fd = _acquire(layout.lock_file(stage, partition), deadline, f"{stage}[{partition}]", timeout)
             held.callback(os.close, fd)  # closing the descriptor releases the lock
         yield
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw.strip() else DEFAULT_LOCK_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
 
 def _acquire(path: Path, deadline: float, what: str, timeout: float) -> int:

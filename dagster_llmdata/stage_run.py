@@ -56,11 +56,10 @@ class StageRun:
         self._executions = 0
 
     def reset_outputs(self) -> None:
-        """A re-materialisation replaces the partition's outputs, never mixes old and new parts.
-        The completion record goes first, so a run killed while clearing is never taken as done."""
-        remove_record(self.output_dir)
-        for d in (self.output_dir, self.rejected_dir, self.quarantine_dir, self.work_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        """A re-materialisation replaces the partition's outputs, never mixes old and new parts."""
+        folders = (self.output_dir, self.rejected_dir, self.quarantine_dir, self.work_dir)
+        clear_outputs(*folders)
+        for d in folders:
             d.mkdir(parents=True, exist_ok=True)
 
     def output_schema(self, produced: dict[str, pa.DataType]) -> pa.Schema:
@@ -122,6 +121,14 @@ class StageRun:
                 (d / IN_PROGRESS).rmdir()
         if not list_parquet(self.output_dir):
             write_empty(self.output_dir, schema)
+
+
+def clear_outputs(output_dir: Path, *other_dirs: Path) -> None:
+    """Delete a stage's outputs for one partition. The completion record goes first, so a run
+    killed while clearing is never taken as done."""
+    remove_record(output_dir)
+    for d in (output_dir, *other_dirs):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def stats_to_dict(stats) -> dict[str, dict[str, float]]:

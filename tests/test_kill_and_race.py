@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dagster_llmdata.io.parquet_store import list_parquet
-from dagster_llmdata.operators import REGISTRY, Operator, register_operator
+from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
 
 PARTITION = "web/batch1.jsonl"
