@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .logs import stderr_to
+from .logs import progress_on_terminal, stderr_to
 from .operators import did_you_mean
 from .spec import SpecError
 
@@ -37,7 +37,7 @@ def cmd_op(args) -> int:
 
     log = Path(tempfile.mkstemp(prefix="llmdata-op-", suffix=".log")[1])
     try:
-        with contextlib.nullcontext() if args.verbose else stderr_to(log):
+        with progress_on_terminal(), contextlib.nullcontext() if args.verbose else stderr_to(log):
             outcome = apply_operator(args.name, args.inp, args.out, _parse_params(args.param), ingest_params=_parse_params(args.ingest_param))
     except ValidationError as exc:
         print(f"llmdata op {args.name}: {describe_params_error(get_operator(args.name), exc)}", file=sys.stderr)

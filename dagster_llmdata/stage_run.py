@@ -66,7 +66,7 @@ class StageRun:
         return with_columns(self.input_schema, produced)
 
     def reader(self) -> ParquetDocReader:
-        return ParquetDocReader(self.input_files)
+        return ParquetDocReader(self.input_files, progress_label=self.stage)
 
     def kept_writer(self, schema: pa.Schema) -> DatasetWriter:
         return DatasetWriter(str(self.output_dir), schema)

@@ -168,3 +168,35 @@ def test_python_api_needs_no_main_guard(tmp_path, prose):
         """))
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0 and "n_out 6000" in res.stdout, res.stderr[-2000:]
+
+
+def test_progress_bar_on_a_terminal(tmp_path, prose):
+    """On a terminal `llmdata op` draws a bar per reader, on the terminal even though datatrove's
+    logs go to a file. (The delay before a bar shows is 0 here, 2 s by default.)"""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    data = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(3000)], "text": [prose[i % 20] for i in range(3000)]}), data)
+    env = dict(os.environ, LLMDATA_PROGRESS_DELAY_S="0")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal of 120 columns, then llmdata
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.execve(str(BIN / "llmdata"), ["llmdata", "op", "normalize", "--in", str(data), "--out", str(tmp_path / "o.parquet")], env)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "normalize: 100%" in text and "3000/3000" in text
+    assert '"n_in": 3000' in text and "Stats" not in text

@@ -17,6 +17,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.parquet import ParquetWriter
 
+from ..logs import progress_bar
 from ..verdict import Verdict, as_reject
 from .parquet_store import IN_PROGRESS
 
@@ -41,23 +42,34 @@ class ParquetDocReader(PipelineStep):
     name = "📖 Parquet dataset"
     type = "📖 - READER"
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], progress_label: str = "docs"):
         super().__init__()
         self.files = list(files)
+        self.progress_label = progress_label
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        unit = 0
+        mine = [(path, group, rows) for unit, (path, group, rows) in enumerate(self._row_groups()) if unit % world_size == rank]
+        bar = progress_bar(self.progress_label, sum(rows for _, _, rows in mine), position=rank)
+        open_path, pf = None, None
+        for path, group, _ in mine:
+            if path != open_path:
+                open_path, pf = path, pq.ParquetFile(path)
+            for row in pf.read_row_group(group).to_pylist():
+                self.stat_update("documents")
+                if bar is not None:
+                    bar.update()
+                yield row_to_document(row)
+        if bar is not None:
+            bar.close()
+
+    def _row_groups(self):
+        """(file, row group, rows) over every row group of every file, in a stable order (footers only)."""
         for path in self.files:
-            pf = pq.ParquetFile(path)
-            for group in range(pf.num_row_groups):
-                unit += 1
-                if (unit - 1) % world_size != rank:
-                    continue
-                for row in pf.read_row_group(group).to_pylist():
-                    self.stat_update("documents")
-                    yield row_to_document(row)
+            meta = pq.read_metadata(path)
+            for group in range(meta.num_row_groups):
+                yield path, group, meta.row_group(group).num_rows
 
 
 class DatasetWriter(ParquetWriter):

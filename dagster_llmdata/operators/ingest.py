@@ -30,6 +30,7 @@ no id gets the hash of source, file and position. Seen ids are kept as 64-bit ha
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,7 @@ from pydantic import Field, field_validator
 from ..io.docsteps import DatasetWriter, mark_dropped
 from ..io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES, RawReaders, RawRecord, detect_format, scrub
 from ..io.schema import CORE_SCHEMA
+from ..logs import progress_bar
 from ..stage_run import StageRun
 from .base import Operator, OperatorParams
 
@@ -95,7 +97,8 @@ class RawSourceReader(PipelineStep):
         p = self.params
         readers = RawReaders(p.text_field, p.encoding, p.max_doc_bytes, self.stat_update)
         seen: set[int] = set()  # 64-bit hashes of the ids given out by this task
-        with self.quarantine as quarantine:
+        bar = progress_bar(f"{self.stage} (records)", position=rank)
+        with self.quarantine as quarantine, bar if bar is not None else contextlib.nullcontext():
             for path in map(Path, self.files[rank::world_size]):
                 rel = os.path.relpath(path, self.root) if self.root else path.name
                 if any(part.startswith(".") for part in Path(rel).parts):
@@ -104,6 +107,8 @@ class RawSourceReader(PipelineStep):
                 source = p.source or Path(self.root or path).name
                 for rec in self._records(readers, path, rel):
                     self.stat_update("records")
+                    if bar is not None:
+                        bar.update()
                     doc, reason = self._to_document(rec, source, rel, seen)
                     if reason:
                         self.stat_update(f"quarantined_{reason}")
