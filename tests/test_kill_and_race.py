@@ -147,15 +147,28 @@ def test_sigkill_mid_fused_pass_then_rerun_matches_uninterrupted(killable):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fraction", [0.4, 0.6, 0.8])
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.7])
 def test_sigkill_at_any_time_then_rerun_matches_uninterrupted(killable, fraction):
     project, baseline, stages, seconds = killable
     # a fraction of the uninterrupted run's wall time lands the kill in a different stage each time
-    rc, reports, err = run_driver(project, **{KILL_AFTER_S: f"{seconds * fraction:.2f}"})
-    assert rc == -signal.SIGKILL, f"finished before the kill: {reports}"
+    killed_in = kill_during_run(project, seconds * fraction)
+    assert len(killed_in) < len(stages)
     rc, _, err = run_driver(project)
     assert rc == 0, err[-3000:]
     assert ids_per_stage(project, stages) == ids_per_stage(baseline, stages)
+
+
+def kill_during_run(project: Path, seconds: float) -> list[tuple[str, bool]]:
+    """Runs the pipeline with a kill timer; on a busy machine the run can be quicker than the
+    baseline was, so while it beats the timer, start over with half the delay."""
+    for _ in range(4):
+        rc, reports, err = run_driver(project, **{KILL_AFTER_S: f"{seconds:.2f}"})
+        if rc == -signal.SIGKILL:
+            return reports
+        assert rc == 0, err[-3000:]
+        shutil.rmtree(project / "data")
+        seconds /= 2
+    pytest.fail("every run finished before its kill timer")
 
 
 def test_two_runs_of_one_partition_at_once_do_the_work_once(killable):
