@@ -18,6 +18,7 @@ from .layout import PipelineLayout
 from .ledger import Ledger
 from .materialise import (
     PartitionInputMissing,
+    PartitionLocked,
     PipelineContext,
     StageReport,
     materialise_chain,
@@ -73,8 +74,12 @@ def execution_units(spec: PipelineSpec) -> list[list[StageSpec]]:
     return units
 
 
+def pipeline_context(spec: PipelineSpec, root: Path) -> PipelineContext:
+    return PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), lineage_code_versions(spec))
+
+
 def build_pipeline_assets(spec: PipelineSpec, root: Path) -> list[dg.AssetsDefinition]:
-    ctx = PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), lineage_code_versions(spec))
+    ctx = pipeline_context(spec, root)
     partitions = partitions_def_for(spec)
     return [_unit_asset(ctx, unit, partitions) for unit in execution_units(spec)]
 
@@ -130,7 +135,7 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         for chain in _contiguous(unit, selected):
             try:
                 reports = materialise_chain(ctx, chain, partition, fuse=spec.executor.fuse)
-            except PartitionInputMissing as exc:
+            except (PartitionInputMissing, PartitionLocked) as exc:  # a clear message, not a stack trace
                 raise dg.Failure(str(exc)) from None
             for i, report in enumerate(reports):
                 _log(context, report, partition)

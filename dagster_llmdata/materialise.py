@@ -119,6 +119,20 @@ def fingerprint(code_version: str, files: list[str]) -> str:
     return h.hexdigest()
 
 
+def partition_is_current(ctx: PipelineContext, partition: str) -> bool:
+    """Every stage of the pipeline holds a complete materialisation of this partition made from its
+    current input and code: a run of it would only skip."""
+    for stage in ctx.spec.stages:
+        try:
+            run, op = stage_run_for(ctx, stage, partition)
+        except PartitionInputMissing:
+            return False
+        record = load_record(run.output_dir)
+        if not record or record.get("fingerprint") != _fingerprint(ctx, stage, op, run):
+            return False
+    return True
+
+
 def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: str, fuse: bool = True) -> list[StageReport]:
     """Materialise `stages` (a linear chain, each the input of the next) for one partition.
     Holds the chain's partition locks throughout: a second run of the same partition waits, then

@@ -12,7 +12,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
-from .factory import partitions_def_for
+from .factory import partitions_def_for, pipeline_context
+from .materialise import partition_is_current
 from .layout import INVALID_KEY_PARTS
 from .spec import PipelineSpec
 
@@ -163,8 +164,14 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
             context.log.info(waiting)
         known = set(context.instance.get_dynamic_partitions(partitions.name))
         new_keys = [k for k in ready if k not in known]
+        # an entry this sensor has never seen may already be materialised from exactly these files
+        # (by `make demo`, the CLI, a backfill): it needs no run, only a place in the cursor
+        ctx = pipeline_context(spec, root)
+        current = [k for k in ready if k not in seen and partition_is_current(ctx, k)]
+        if current:
+            context.log.info(f"already materialised from the current files, not requested: {', '.join(current)}")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{k}@{scan.entries[k]}", partition_key=k) for k in ready],
+            run_requests=[dg.RunRequest(run_key=f"{k}@{scan.entries[k]}", partition_key=k) for k in ready if k not in current],
             dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
             cursor=_encode_cursor({**seen, **{k: scan.entries[k] for k in ready}}),
         )

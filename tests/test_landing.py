@@ -166,3 +166,21 @@ def test_rejected_report_with_a_partition_folder_named_like_a_parquet_file(proje
         "  dup (kept d0): first copy",
         "  dup2 (kept d1): second copy",
     ]
+
+
+def test_sensor_does_not_rerun_what_is_already_materialised(project, instance, prose):
+    """`make demo` (or the CLI, or a backfill) materialised a partition before the sensor ever ran:
+    its first tick gives it a place in the cursor instead of a run; a later change is requested."""
+    defs = load_project(project)
+    instance.add_dynamic_partitions("tiny_files", ["web/batch1.jsonl"])
+    assert defs.resolve_job_def("tiny_job").execute_in_process(partition_key="web/batch1.jsonl", instance=instance).success
+    (project / "landing/web/batch2.jsonl").write_text(json.dumps({"text": prose[20]}) + "\n")
+
+    result = _evaluate(project, instance)
+    assert [r.partition_key for r in result.run_requests] == ["web/batch2.jsonl"]
+    assert set(json.loads(result.cursor)) == {"web/batch1.jsonl", "web/batch2.jsonl"}
+
+    with open(project / "landing/web/batch1.jsonl", "a") as fh:
+        fh.write(json.dumps({"text": prose[21]}) + "\n")
+    result = _evaluate(project, instance, result.cursor)
+    assert [r.partition_key for r in result.run_requests] == ["web/batch1.jsonl"]

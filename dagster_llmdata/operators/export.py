@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import iter_batches
+from ..io.parquet_store import IN_PROGRESS, iter_batches
 from ..stage_run import StageRun
 from .base import Operator, OperatorParams
 
@@ -80,7 +81,9 @@ class ExportShards(Operator):
 
 
 class ShardWriter:
-    """Rolls over to a new shard file once the current one holds `target_bytes` of text."""
+    """Rolls over to a new shard file once the current one holds `target_bytes` of text. A shard is
+    written in the dataset's hidden in-progress folder and moved in only when closed complete, so
+    a killed export leaves no half-written shard where a trainer looks."""
 
     def __init__(self, folder, schema: pa.Schema, target_bytes: int, compression: str, batch_rows: int = 512):
         self.folder, self.schema, self.target_bytes, self.compression = folder, schema, target_bytes, compression
@@ -92,7 +95,8 @@ class ShardWriter:
     def add(self, row: dict) -> None:
         if self._writer is None:
             name = f"shard-{len(self.shards):05d}.parquet"
-            self._writer = pq.ParquetWriter(self.folder / name, self.schema, compression=self.compression)
+            (self.folder / IN_PROGRESS).mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.folder / IN_PROGRESS / name, self.schema, compression=self.compression)
             self.shards.append({"file": name, "rows": 0, "text_bytes": 0, "tokens": 0})
         self._rows.append(row)
         shard = self.shards[-1]
@@ -114,6 +118,8 @@ class ShardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            name = self.shards[-1]["file"]
+            os.replace(self.folder / IN_PROGRESS / name, self.folder / name)
 
     def __enter__(self):
         return self
