@@ -40,7 +40,7 @@ class LandingSensorSpec(BaseModel):
 
 class SensorsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sensors: list[LandingSensorSpec] = Field(default_factory=list)
+    sensors: list[LandingSensorSpec] = Field(default_factory=list, description="The sensors this file declares.")
 
 
 @dataclass

@@ -25,13 +25,14 @@ class ExecutorConfig(BaseModel):
     """Chooses datatrove's executor: LocalPipelineExecutor (tasks/workers) or RayPipelineExecutor."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["local", "ray"] = "local"
-    tasks: int = Field(1, ge=1)
-    workers: int = Field(1, ge=1)
-    # forkserver: safe inside Dagster's threaded run worker; "fork" starts faster
-    start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
-    # run consecutive per-document stages in one datatrove pass (each still its own asset)
-    fuse: bool = True
+    kind: Literal["local", "ray"] = Field("local", description="`local`: datatrove's LocalPipelineExecutor; `ray`: its RayPipelineExecutor.")
+    tasks: int = Field(1, ge=1, le=100_000, description="How many pieces a stage's input is split into (by row group or raw file).")
+    workers: int = Field(1, ge=1, le=1024, description="How many tasks run at once (processes); 1 runs in the calling process.")
+    start_method: Literal["forkserver", "fork", "spawn"] = Field(
+        "forkserver",
+        description="How worker processes start: forkserver is safe inside Dagster's threaded run worker; fork starts faster.",
+    )
+    fuse: bool = Field(True, description="Run consecutive per-document stages in one datatrove pass (each still its own asset).")
 
 
 @dataclass

@@ -130,3 +130,9 @@ def test_odd_landing_names(project, instance, prose):
     result = load_project(project).resolve_job_def("tiny_job").execute_in_process(partition_key="web/my batch (1).jsonl", instance=instance)
     assert result.success
     assert (project / "data/pipelines/tiny/raw/data" / folder / "_ledger.json").exists()
+
+
+def test_rejected_with_an_unknown_stage_lists_the_stages(project):
+    res = subprocess.run([str(BIN / "llmdata"), "rejected", "quality_filterd", "--project", str(project)], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "did you mean 'quality_filtered'" in res.stderr and "its stages: raw, normalized, deduplicated" in res.stderr

@@ -84,3 +84,35 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_first_stage_must_ingest(tmp_path):
     with pytest.raises(SpecError, match="first stage must use op `ingest`"):
         load_pipeline_spec(_spec(tmp_path, "pipeline: p\nsources: [{name: s, landing: l}]\nstages:\n  - {name: a, op: normalize}\n"))
+
+
+def test_every_spec_field_is_described():
+    """What the Dagster UI, `llmdata ops` and the agent read about a spec: no field without words."""
+    from dagster_llmdata.sensors import SensorsFile
+    from dagster_llmdata.spec import PipelineSpec
+
+    def walk(schema: dict, defs: dict, where: str):
+        for name, prop in schema.get("properties", {}).items():
+            assert prop.get("description"), f"{where}.{name} has no description"
+        for ref in {r for p in schema.get("properties", {}).values() for r in _refs(p)}:
+            walk(defs[ref], defs, ref)
+
+    def _refs(prop):
+        if isinstance(prop, dict):
+            if "$ref" in prop:
+                yield prop["$ref"].rsplit("/", 1)[-1]
+            for v in prop.values():
+                yield from _refs(v)
+        elif isinstance(prop, list):
+            for v in prop:
+                yield from _refs(v)
+
+    for model in (PipelineSpec, SensorsFile):
+        schema = model.model_json_schema()
+        walk(schema, schema.get("$defs", {}), model.__name__)
+
+
+def test_source_format_is_checked_when_the_spec_loads(tmp_path):
+    path = _spec(tmp_path, BASE.replace("landing: land", "landing: land\n    format: jsnl"))
+    with pytest.raises(SpecError, match=r"sources.0.format: Input should be 'auto', 'jsonl'"):
+        load_pipeline_spec(path)
