@@ -21,13 +21,7 @@ from dagster_llmdata.stage_run import StageRun
 from tests.conftest import write_jsonl
 
 
-def _operator_case(name: str) -> pytest.param:
-    if name == "ingest":  # its params are being described in another change
-        return pytest.param(name, marks=pytest.mark.xfail(reason="ingest params not described yet", strict=False))
-    return pytest.param(name)
-
-
-@pytest.mark.parametrize("op", [_operator_case(name) for name in sorted(REGISTRY)])
+@pytest.mark.parametrize("op", sorted(REGISTRY))
 def test_every_param_has_a_description(op):
     schema = REGISTRY[op].Params.model_json_schema()
     undescribed = [name for name, prop in schema.get("properties", {}).items() if not prop.get("description")]
