@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .io.parquet_store import count_rows, list_parquet, read_schema
 from .ledger import Ledger, count_ledger
-from .operators import Operator, is_per_document
+from .operators import Operator, is_streaming
 from .stage_run import StageRun
 
 
@@ -51,7 +51,7 @@ def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
     stage write its kept docs to its own dataset (so every stage is still its own asset with its
     own data, rejected docs and ledger). Consecutive filters then share datatrove's per-text
     tokenisation cache instead of re-tokenising every doc per stage."""
-    if not all(is_per_document(type(op)) for op, _ in chain):
+    if not all(is_streaming(type(op)) for op, _ in chain):
         raise ValueError("only per-document operators can run fused")
     first = chain[0][1]
     pipeline: list = [first.reader()]

@@ -23,7 +23,7 @@ from .materialise import (
     StageReport,
     materialise_chain,
 )
-from .operators import get_operator, is_per_document
+from .operators import get_operator, is_streaming
 from .report import drop_examples, explain_drop, funnel_markdown
 from .spec import PipelineSpec, StageSpec
 
@@ -65,8 +65,8 @@ def execution_units(spec: PipelineSpec) -> list[list[StageSpec]]:
             spec.executor.fuse
             and last is not None
             and stage.input == last.name
-            and is_per_document(get_operator(stage.op))
-            and is_per_document(get_operator(last.op))
+            and is_streaming(get_operator(stage.op))
+            and is_streaming(get_operator(last.op))
         ):
             units[-1].append(stage)
         else:

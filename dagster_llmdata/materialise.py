@@ -21,7 +21,7 @@ from .io.parquet_store import list_parquet
 from .io.schema import CORE_SCHEMA
 from .layout import PipelineLayout, partition_folder
 from .ledger import Ledger, count_ledger, load_record, save_record
-from .operators import Operator, get_operator, is_per_document
+from .operators import Operator, get_operator, is_streaming
 from .operators.ingest import expand_input
 from .spec import PipelineSpec, StageSpec
 from .stage_run import StageRun, clear_outputs
@@ -160,7 +160,7 @@ def _materialise_locked(ctx: PipelineContext, stages: list[StageSpec], partition
         return reports
     rest = stages[len(reports):]
     # 2. the rest runs: fused where every operator is per-document, else stage by stage
-    if fuse and len(rest) > 1 and all(is_per_document(get_operator(s.op)) for s in rest):
+    if fuse and len(rest) > 1 and all(is_streaming(get_operator(s.op)) for s in rest):
         # later stages read what this very pass writes: clear what an interrupted pass left first
         for stage in rest:
             clear_outputs(*ctx.layout.partition_dirs(stage.name, partition))

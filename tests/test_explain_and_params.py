@@ -15,8 +15,8 @@ from dagster_llmdata import apply_operator
 from dagster_llmdata.execute import run_stage
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.schema import drop_schema
-from dagster_llmdata.operators import REGISTRY, is_per_document
-from dagster_llmdata.operators.base import DocFunction
+from dagster_llmdata.operators import REGISTRY, has_batch_fn, is_streaming
+from dagster_llmdata.operators.base import BatchFunction, DocFunction
 from dagster_llmdata.stage_run import StageRun
 from tests.conftest import write_jsonl
 
@@ -64,10 +64,11 @@ def test_filter_params_match_datatrove(op):
     assert set(cls.Params.model_fields) == datatrove_args
 
 
-@pytest.mark.parametrize("op", sorted(name for name, cls in REGISTRY.items() if is_per_document(cls)))
+@pytest.mark.parametrize("op", sorted(name for name, cls in REGISTRY.items() if is_streaming(cls)))
 def test_doc_functions_are_doc_functions(op):
-    fn = REGISTRY[op]().doc_fn()
-    assert isinstance(fn, DocFunction) and not fn.counters
+    cls = REGISTRY[op]
+    fn = cls().batch_fn() if has_batch_fn(cls) else cls().doc_fn()
+    assert isinstance(fn, BatchFunction if has_batch_fn(cls) else DocFunction) and not fn.counters
 
 
 # measures compared against a lower bound fail below it; the rest fail above theirs

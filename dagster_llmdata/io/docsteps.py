@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.parquet import ParquetWriter
 
 from ..logs import progress_bar
-from ..verdict import Verdict, as_reject
+from ..verdict import Quarantine, Verdict, route_of
 from .parquet_store import IN_PROGRESS
 
 
@@ -126,9 +126,10 @@ def _meta_dict(raw) -> dict:
     return value if isinstance(value, dict) else {"raw_meta": value}
 
 
-class RoutedDocStep(PipelineStep):
-    """Runs one per-document operation and routes every doc: kept (yielded), rejected with a
-    reason, or quarantined when the operation raised. Nothing leaves this step unaccounted."""
+class RoutedStep(PipelineStep):
+    """Runs one operator's document function (or batch function, with `batch_size`) and routes
+    every document: kept (yielded), rejected with a reason, or quarantined with a reason. The one
+    place where routing happens: nothing leaves this step unaccounted."""
 
     type = "🔀 - ROUTE"
 
@@ -136,38 +137,62 @@ class RoutedDocStep(PipelineStep):
         self,
         stage: str,
         operator: str,
-        doc_fn: Callable[[Document], Verdict],
+        fn: Callable,
         rejected: DatasetWriter,
         quarantine: DatasetWriter,
+        batch_size: int | None = None,
     ):
         self.name = f"{operator} ({stage})"  # before super().__init__, which names the stats
         super().__init__()
         self.stage = stage
         self.operator = operator
-        self.doc_fn = doc_fn
+        self.fn = fn
+        self.batch_size = batch_size  # None: `fn` takes one document, else a list of them
         self.rejected = rejected
         self.quarantine = quarantine
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        # a doc_fn may hold a resource for the whole run (a sandbox process, a model)
-        lifecycle = self.doc_fn if hasattr(self.doc_fn, "__enter__") else contextlib.nullcontext()
+        # a function may hold a resource for the whole run (a sandbox process, a model, a client)
+        lifecycle = self.fn if hasattr(self.fn, "__enter__") else contextlib.nullcontext()
         with self.rejected as rejected, self.quarantine as quarantine, lifecycle:
-            for doc in data:
-                self.stat_update("total")
-                try:
-                    with self.track_time():
-                        verdict = self.doc_fn(doc)
-                except Exception as exc:  # a doc that breaks the operator is quarantined, not fatal
-                    reason = f"error:{type(exc).__name__}"
-                    self.stat_update(f"quarantined_{reason}")
-                    quarantine.write(mark_dropped(doc, self.stage, reason, detail=str(exc)[:500]), rank)
-                    continue
-                reject = as_reject(verdict, self.operator)
-                if reject is None:
-                    self.stat_update("forwarded")
-                    yield doc
-                else:
-                    self.stat_update(f"dropped_{reject.reason}")
-                    rejected.write(mark_dropped(doc, self.stage, reject.reason, value=reject.value, threshold=reject.threshold), rank)
-        for key, value in getattr(self.doc_fn, "counters", {}).items():
+            for batch in self._batches(data):
+                for doc, verdict in zip(batch, self._verdicts(batch)):
+                    outcome = route_of(verdict, self.operator)
+                    if outcome is None:
+                        self.stat_update("forwarded")
+                        yield doc
+                    elif isinstance(outcome, Quarantine):
+                        self.stat_update(f"quarantined_{outcome.reason}")
+                        quarantine.write(mark_dropped(doc, self.stage, outcome.reason, detail=outcome.detail), rank)
+                    else:
+                        self.stat_update(f"dropped_{outcome.reason}")
+                        rejected.write(
+                            mark_dropped(doc, self.stage, outcome.reason, value=outcome.value, threshold=outcome.threshold), rank
+                        )
+        for key, value in getattr(self.fn, "counters", {}).items():
             self.stat_update(key, value=value)
+
+    def _batches(self, data: DocumentsPipeline) -> Iterator[list[Document]]:
+        if self.batch_size is None:
+            for doc in data:
+                yield [doc]
+            return
+        batch: list[Document] = []
+        for doc in data:
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _verdicts(self, batch: list[Document]) -> list[Verdict]:
+        self.stat_update("total", value=len(batch))
+        try:
+            with self.track_time():
+                verdicts = [self.fn(batch[0])] if self.batch_size is None else list(self.fn(batch))
+        except Exception as exc:  # a doc (or batch) that breaks the operator is quarantined, not fatal
+            return [Quarantine(f"error:{type(exc).__name__}", str(exc)[:500])] * len(batch)
+        if len(verdicts) != len(batch):
+            return [Quarantine("error:wrong_verdict_count", f"{len(verdicts)} verdicts for {len(batch)} documents")] * len(batch)
+        return verdicts

@@ -6,7 +6,7 @@ import difflib
 
 from pydantic import ValidationError
 
-from .base import Operator, OperatorParams, is_per_document
+from .base import BatchFunction, DocFunction, Operator, OperatorParams, RuntimeSettings, has_batch_fn, is_streaming
 from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
@@ -59,6 +59,7 @@ for _cls in (
     register_operator(_cls)
 
 __all__ = [
-    "Operator", "OperatorParams", "REGISTRY", "register_operator", "get_operator", "is_per_document",
+    "BatchFunction", "DocFunction", "Operator", "OperatorParams", "REGISTRY", "RuntimeSettings", "register_operator",
+    "get_operator", "has_batch_fn", "is_streaming",
     "did_you_mean", "describe_params_error",
 ]

@@ -13,13 +13,23 @@ import pyarrow as pa
 from datatrove.data import Document
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..io.docsteps import RoutedDocStep
-from ..verdict import Verdict
+from ..io.docsteps import RoutedStep
 from ..stage_run import StageRun
+from ..verdict import Verdict
 
 
 class OperatorParams(BaseModel):
-    """Base for operator params: unknown keys are errors, not silently ignored."""
+    """Base for operator params: unknown keys are errors, not silently ignored. Params are data:
+    they go into the stage's code version (except those named in `Operator.non_data_params`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuntimeSettings(BaseModel):
+    """Base for an operator's runtime settings: where and how it runs (a server's URL, an API-key
+    variable, concurrency, timeouts), never what it computes. They are not part of the code
+    version, so moving a server marks nothing stale. In Dagster they come from the resource named
+    by `Operator.runtime_key`; standalone, from `llmdata op --param` or `apply_operator(runtime=)`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,9 +73,21 @@ class DocFunction:
         return None
 
 
+class BatchFunction(DocFunction):
+    """A per-batch function (what an operator's `batch_fn()` returns): `__call__(docs)` gets a list
+    of up to `batch_size` documents and returns one verdict per document, in order (see
+    `dagster_llmdata.verdict`). For work that pays per call: a model, a server, an embedder.
+    Lifecycle and counters as for `DocFunction`."""
+
+    def __call__(self, docs: list[Document]) -> list[Verdict]:  # type: ignore[override]
+        raise NotImplementedError
+
+
 class Operator(ABC):
-    """One registered processing step. Subclasses set the class attributes and either
-    `doc_fn` (a per-document keep/reject/modify function) or `run` (whole-dataset work)."""
+    """One registered processing step. Subclasses set the class attributes and one of three
+    shapes: `doc_fn` (one document at a time), `batch_fn` (a batch at a time; its Params have a
+    `batch_size`), both streaming and fusable with their neighbours in one datatrove pass; or
+    `run` (whole-dataset work such as dedup or export)."""
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
@@ -74,24 +96,46 @@ class Operator(ABC):
     requires: ClassVar[tuple[str, ...]] = ("id", "text")
     produces: ClassVar[dict[str, pa.DataType]] = {}
     kinds: ClassVar[tuple[str, ...]] = ("datatrove",)
+    # params that change how the work is done, not its result (left out of the code version)
+    non_data_params: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+    # runtime settings (not data) and the name they are supplied under (a Dagster resource key)
+    Runtime: ClassVar[type[RuntimeSettings] | None] = None
+    runtime_key: ClassVar[str | None] = None
 
-    def __init__(self, params: OperatorParams | dict[str, Any] | None = None):
+    def __init__(
+        self,
+        params: OperatorParams | dict[str, Any] | None = None,
+        runtime: RuntimeSettings | dict[str, Any] | None = None,
+    ):
         self.params = params if isinstance(params, self.Params) else self.Params.model_validate(params or {})
+        if self.Runtime is None:
+            if runtime:
+                raise ValueError(f"operator {self.name} takes no runtime settings")
+            self.runtime = None
+        else:
+            self.runtime = runtime if isinstance(runtime, self.Runtime) else self.Runtime.model_validate(runtime or {})
 
     @property
     def code_version(self) -> str:
         """Operator version + params: a change in either marks the stage stale in Dagster."""
-        blob = json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
+        data = self.params.model_dump(mode="json", exclude=set(self.non_data_params))
+        blob = json.dumps(data, sort_keys=True)
         return f"{self.name}-v{self.version}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
-    def routed_step(self, run: StageRun, schema: pa.Schema) -> RoutedDocStep:
-        return RoutedDocStep(run.stage, self.name, self.doc_fn(), run.rejected_writer(schema), run.quarantine_writer(schema))
+    def routed_step(self, run: StageRun, schema: pa.Schema) -> RoutedStep:
+        rejected, quarantine = run.rejected_writer(schema), run.quarantine_writer(schema)
+        if has_batch_fn(type(self)):
+            return RoutedStep(run.stage, self.name, self.batch_fn(), rejected, quarantine, batch_size=self.params.batch_size)
+        return RoutedStep(run.stage, self.name, self.doc_fn(), rejected, quarantine)
 
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)
 
     def doc_fn(self) -> DocFunction:
-        raise NotImplementedError(f"operator {self.name} has neither doc_fn nor run")
+        raise NotImplementedError(f"operator {self.name} has no doc_fn, batch_fn or run")
+
+    def batch_fn(self) -> BatchFunction:
+        raise NotImplementedError(f"operator {self.name} has no batch_fn")
 
     def run(self, run: StageRun) -> dict[str, Any]:
         """Process `run.input_files` into the kept / rejected / quarantine folders.
@@ -112,10 +156,17 @@ class Operator(ABC):
             "description": cls.description,
             "requires": list(cls.requires),
             "produces": {k: str(v) for k, v in cls.produces.items()},
+            "shape": "dataset" if not is_streaming(cls) else "batch" if has_batch_fn(cls) else "document",
             "params": cls.Params.model_json_schema(),
+            "runtime": cls.Runtime.model_json_schema() if cls.Runtime else None,
         }
 
 
-def is_per_document(op_cls: type[Operator]) -> bool:
-    """A doc_fn operator (no whole-dataset `run`): it can run fused in one datatrove pass with its neighbours."""
+def has_batch_fn(op_cls: type[Operator]) -> bool:
+    return op_cls.batch_fn is not Operator.batch_fn
+
+
+def is_streaming(op_cls: type[Operator]) -> bool:
+    """A doc_fn or batch_fn operator (no whole-dataset `run`): it streams documents, so it runs
+    fused in one datatrove pass with its streaming neighbours."""
     return op_cls.run is Operator.run
