@@ -1,0 +1,197 @@
+"""A judge backend for any OpenAI-compatible chat server (`vllm serve`, llama.cpp's server, ...).
+One request per document, many in flight: the server batches them, we only keep it busy.
+Structured output goes through `response_format` json_schema, the only form current vLLM
+honours (it silently ignores the old `guided_json` keys, so they are never sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timezone
+
+import httpx
+
+from .backend import Completion, JudgeRequest, JudgeRuntime, Validator
+
+SCHEMA_NAME = "judge_answer"
+
+# unusable answers worth asking for again; a refusal is the model's decision and stays one
+RETRYABLE_ANSWERS = frozenset({"empty_completion", "malformed_json", "schema_violation", "score_out_of_range"})
+
+
+@dataclass
+class _Attempt:
+    """What one HTTP round trip gave: the usable text, or a failure and whether to try again."""
+
+    text: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    retry: bool = False
+    retry_after: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class OpenAIBackend:
+    """`complete` is synchronous: it runs its own event loop (in a worker thread when the caller
+    already runs one) and returns one Completion per request, in order, never raising for one
+    request's failure."""
+
+    def __init__(self, runtime: JudgeRuntime, model: str):
+        self.runtime = runtime
+        self.model = model
+        self._url = runtime.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json"}
+        if runtime.api_key_env:
+            key = os.environ.get(runtime.api_key_env)
+            if not key:
+                raise ValueError(f"the judge's API key variable {runtime.api_key_env} (runtime setting api_key_env) is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+        if not requests:
+            return []
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._complete_all(requests, validate))
+        # called from async code: a second loop cannot run in this thread
+        with ThreadPoolExecutor(1, thread_name_prefix="judge-openai") as pool:
+            return pool.submit(asyncio.run, self._complete_all(requests, validate)).result()
+
+    def close(self) -> None:
+        """Nothing to release: each `complete` opens and closes its own connection pool, since an
+        httpx client belongs to the event loop it was made in."""
+
+    async def _complete_all(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+        n = self.runtime.concurrency
+        gate = asyncio.Semaphore(n)
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(headers=self._headers, timeout=self.runtime.timeout_s, limits=limits) as client:
+            return list(await asyncio.gather(*(self._complete_one(client, gate, r, validate) for r in requests)))
+
+    async def _complete_one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: JudgeRequest, validate: Validator) -> Completion:
+        body = json.dumps(self._body(request)).encode()
+        done = Completion()
+        for retry in range(self.runtime.max_retries + 1):
+            async with gate:  # held per attempt, not while backing off, so others go ahead
+                attempt = await self._attempt(client, body, request.max_tokens, validate)
+            done.attempts += 1
+            done.tokens_in += attempt.tokens_in
+            done.tokens_out += attempt.tokens_out
+            if attempt.error is None:
+                done.text, done.error, done.detail = attempt.text, None, None
+                return done
+            done.error, done.detail = attempt.error, attempt.detail
+            if not attempt.retry or retry == self.runtime.max_retries:
+                break
+            await asyncio.sleep(self._delay(retry, attempt.retry_after))
+        return done
+
+    def _body(self, request: JudgeRequest) -> dict:
+        return {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": 0,
+            "max_tokens": request.max_tokens,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": request.schema, "strict": True},
+            },
+        }
+
+    def _delay(self, retry: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter (spreads a crowd of retries out); the server's
+        Retry-After wins, capped like any delay so a confused server cannot stall a run."""
+        cap = self.runtime.max_backoff_s
+        if retry_after is not None:
+            return min(retry_after, cap)
+        return random.uniform(0, min(cap, self.runtime.backoff_s * 2**retry))
+
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes, max_tokens: int, validate: Validator) -> _Attempt:
+        timeout = self.runtime.timeout_s
+        try:
+            # httpx's timeout is per read; wait_for bounds the whole request (a trickling server)
+            response = await asyncio.wait_for(client.post(self._url, content=body), timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
+            return _Attempt(error="timeout", detail=f"no answer from {self._url} within {timeout:g} s", retry=True)
+        except httpx.ConnectError as e:
+            return _Attempt(error="connection_refused", detail=f"{self._url}: {e}", retry=True)
+        except httpx.HTTPError as e:  # the connection broke mid-request
+            return _Attempt(error="backend_error", detail=f"{self._url}: {type(e).__name__}: {e}", retry=True)
+
+        status = response.status_code
+        if status == 429 or status >= 500:
+            return _Attempt(
+                error="http_429" if status == 429 else "http_5xx",
+                detail=f"HTTP {status}: {_error_message(response)}",
+                retry=True,
+                retry_after=_retry_after(response) if status in (429, 503) else None,
+            )
+        if status >= 400:
+            return _Attempt(error="http_4xx", detail=f"HTTP {status}: {_error_message(response)}")
+        if status != 200:
+            return _Attempt(error="backend_error", detail=f"HTTP {status} from {self._url}")
+        return _read_choice(response, max_tokens, validate)
+
+
+def _read_choice(response: httpx.Response, max_tokens: int, validate: Validator) -> _Attempt:
+    try:
+        data = response.json()
+        choice = data["choices"][0]
+        message = choice["message"]
+        usage = data.get("usage") or {}
+        tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return _Attempt(error="backend_error", detail=f"not a chat completion: {response.text[:200]}", retry=True)
+    used = {"tokens_in": tokens_in, "tokens_out": tokens_out}
+    if message.get("refusal"):
+        return _Attempt(error="refusal", detail=str(message["refusal"])[:300], **used)
+    text = message.get("content") or ""
+    problem = validate(text)
+    if problem is None:
+        return _Attempt(text=text, **used)
+    if choice.get("finish_reason") == "length" and problem != "refusal":
+        # cut off at max_tokens: at temperature 0 asking again cuts at the same place
+        return _Attempt(error="malformed_json", detail=f"answer cut off at max_tokens={max_tokens}: {text[:200]}", **used)
+    return _Attempt(error=problem, detail=text[:300], retry=problem in RETRYABLE_ANSWERS, **used)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The message of an OpenAI-style error body ({"error": {"message": ...}} or vLLM's older
+    {"message": ...}), else the start of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:300]
+        if isinstance(error, str):
+            return error[:300]
+    return response.text[:300]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: a number of seconds or an HTTP date."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
