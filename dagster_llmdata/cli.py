@@ -38,7 +38,8 @@ def cmd_op(args) -> int:
     log = Path(tempfile.mkstemp(prefix="llmdata-op-", suffix=".log")[1])
     try:
         with progress_on_terminal(), contextlib.nullcontext() if args.verbose else stderr_to(log):
-            outcome = apply_operator(args.name, args.inp, args.out, _parse_params(args.param), ingest_params=_parse_params(args.ingest_param))
+            params, runtime = _split_runtime(args.name, _parse_params(args.param))
+            outcome = apply_operator(args.name, args.inp, args.out, params, ingest_params=_parse_params(args.ingest_param), runtime=runtime)
     except ValidationError as exc:
         print(f"llmdata op {args.name}: {describe_params_error(get_operator(args.name), exc)}", file=sys.stderr)
         return 2
@@ -56,6 +57,17 @@ def cmd_op(args) -> int:
     return 0 if led.balanced else 1
 
 
+def _split_runtime(name: str, pairs: dict) -> tuple[dict, dict | None]:
+    """`--param` takes an operator's params and its runtime settings (a judge's base_url) alike."""
+    from .operators import get_operator
+
+    cls = get_operator(name)
+    if cls.Runtime is None:
+        return pairs, None
+    runtime_fields = set(cls.Runtime.model_fields) - set(cls.Params.model_fields)
+    return {k: v for k, v in pairs.items() if k not in runtime_fields}, {k: v for k, v in pairs.items() if k in runtime_fields}
+
+
 def cmd_ops(args) -> int:
     from .operators import REGISTRY
 
@@ -66,13 +78,19 @@ def cmd_ops(args) -> int:
         if args.name and name not in args.name:
             continue
         print(f"{name}  (v{cls.version})\n  {cls.description}")
-        for pname, prop in cls.Params.model_json_schema().get("properties", {}).items():
-            default = json.dumps(prop.get("default")) if "default" in prop else "required"
-            bounds = " ".join(f"{k}={prop[k]}" for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in prop)
-            kind = _schema_type(prop)
-            print(f"    {pname} ({kind}, default {default}{', ' + bounds if bounds else ''}): {prop.get('description', '')}")
+        _print_fields(cls.Params)
+        if cls.Runtime is not None:
+            print(f"  runtime settings (not data: `--param` here, the `{cls.runtime_key}` resource in Dagster):")
+            _print_fields(cls.Runtime)
         print()
     return 0
+
+
+def _print_fields(model) -> None:
+    for pname, prop in model.model_json_schema().get("properties", {}).items():
+        default = json.dumps(prop.get("default")) if "default" in prop else "required"
+        bounds = " ".join(f"{k}={prop[k]}" for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in prop)
+        print(f"    {pname} ({_schema_type(prop)}, default {default}{', ' + bounds if bounds else ''}): {prop.get('description', '')}")
 
 
 def _schema_type(prop: dict) -> str:

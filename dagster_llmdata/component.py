@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from .factory import build_pipeline_assets, build_pipeline_job
+from .resources import default_resources
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .spec import PipelineSpec
 
@@ -35,4 +36,4 @@ class PipelineComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.landing_sensor is not None:
             sensor_spec = LandingSensorSpec.model_validate({"pipeline": spec.pipeline, **self.landing_sensor})
             sensors.append(build_landing_sensor(sensor_spec, spec, root, job))
-        return dg.Definitions(assets=build_pipeline_assets(spec, root), jobs=[job], sensors=sensors)
+        return dg.Definitions(assets=build_pipeline_assets(spec, root), jobs=[job], sensors=sensors, resources=default_resources())

@@ -4,6 +4,7 @@ ledger check on each, a job per pipeline. The only module that turns specs into 
 Consecutive per-document stages are one execution unit (a multi-asset that runs them in a single
 datatrove pass) while each stays its own asset with its own data, metadata and check."""
 
+import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -122,19 +123,24 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         for s in unit
     ]
 
+    # operators with runtime settings (a judge's endpoint) get them from the resource of that name
+    runtime_keys = sorted({key for s in unit if (key := get_operator(s.op).runtime_key)})
+
     @dg.multi_asset(
         name=name,
         specs=[_asset_spec(ctx, s, partitions) for s in unit],
         check_specs=check_specs,
         partitions_def=partitions,
         can_subset=True,
+        required_resource_keys=set(runtime_keys),
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key
+        run_ctx = dataclasses.replace(ctx, runtime={key: getattr(context.resources, key).settings() for key in runtime_keys})
         selected = [s for s in unit if asset_key(spec, s.name) in context.selected_asset_keys]
         for chain in _contiguous(unit, selected):
             try:
-                reports = materialise_chain(ctx, chain, partition, fuse=spec.executor.fuse)
+                reports = materialise_chain(run_ctx, chain, partition, fuse=spec.executor.fuse)
             except (PartitionInputMissing, PartitionLocked) as exc:  # a clear message, not a stack trace
                 raise dg.Failure(str(exc)) from None
             for i, report in enumerate(reports):

@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from .factory import build_pipeline_assets, build_pipeline_job
+from .resources import default_resources
 from .sensors import SensorsFile, build_landing_sensor
 from .spec import PipelineSpec, SpecError, load_pipeline_spec
 
@@ -47,4 +48,4 @@ def load_project(root: str | Path | None = None) -> dg.Definitions:
             if s.pipeline not in specs:
                 raise SpecError(f"{path}: sensor for unknown pipeline {s.pipeline!r} (known: {sorted(specs)})")
             sensors.append(build_landing_sensor(s, specs[s.pipeline], root, jobs[s.pipeline]))
-    return dg.Definitions(assets=assets, jobs=list(jobs.values()), sensors=sensors)
+    return dg.Definitions(assets=assets, jobs=list(jobs.values()), sensors=sensors, resources=default_resources())

@@ -59,13 +59,20 @@ class PipelineContext:
     root: Path
     layout: PipelineLayout
     code_versions: dict[str, str]  # lineage-chained, as Dagster sees them
+    # runtime settings per `Operator.runtime_key` (from Dagster resources): where work runs, not data
+    runtime: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def operator(self, stage: StageSpec, **param_overrides: Any) -> Operator:
+        cls = get_operator(stage.op)
+        runtime = self.runtime.get(cls.runtime_key) if cls.runtime_key else None
+        return cls({**stage.params, **param_overrides}, runtime=runtime)
 
 
 def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, require_input: bool = True) -> tuple[StageRun, Operator]:
     """The run of one stage over one partition, and the operator to run (ingest takes its
     source's settings)."""
     spec, layout = ctx.spec, ctx.layout
-    op = get_operator(stage.op)(stage.params)
+    op = ctx.operator(stage)
     context: dict[str, Any] = {}
     if stage.op == "ingest":
         source_name, _, entry = partition.partition("/")
@@ -77,8 +84,8 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         if not path.exists():
             raise PartitionInputMissing(f"partition {partition!r}: {path} does not exist (was the landing file removed?)")
         input_files = expand_input(path)
-        params = {**source.model_dump(include={"format", "text_field", "id_field", "domain", "domain_field"}), **stage.params}
-        op = type(op)({**params, "source": source_name})
+        reading = source.model_dump(include={"format", "text_field", "id_field", "domain", "domain_field"})
+        op = ctx.operator(stage, **{k: v for k, v in reading.items() if k not in stage.params}, source=source_name)
         context["source_root"] = str(path.parent)
         input_schema = CORE_SCHEMA
     else:

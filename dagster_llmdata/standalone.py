@@ -63,14 +63,16 @@ def apply_operator(
     params: dict[str, Any] | None = None,
     executor: ExecutorConfig | None = None,
     ingest_params: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> StageOutcome:
     """Use one operator on its own. `in_path`: a JSONL(.gz/.zst), Parquet, CSV, WARC or HTML/text
     file, or a folder of them. Kept rows go to `out_path` (.parquet, .jsonl or .jsonl.gz: every
     input column plus the produced ones), dropped rows to `<out>.rejected.<ext>` (plus stage,
     reason, kept_id, value, threshold) and quarantined rows to `<out>.quarantine.<ext>`; all three
     are always written, so nothing from an earlier run to the same `--out` is left beside them.
-    The ledger counts every record of the input, including what ingest quarantined."""
-    op = get_operator(name)(params)
+    The ledger counts every record of the input, including what ingest quarantined. `runtime`:
+    the operator's runtime settings (a judge's endpoint), which are not part of its params."""
+    op = get_operator(name)(params, runtime=runtime)
     outputs = OutputPaths.for_out(out_path)
     in_path = Path(in_path)
     if not in_path.exists():
