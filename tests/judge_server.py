@@ -17,7 +17,8 @@ requests carrying that text), `[[fault:KIND=ARG]]`. Kinds:
   drop                   closes the connection without answering (default: once)
   400, 401, 404, ...     a client error with an OpenAI error body (always)
   malformed, schema, range, empty, refusal, refusal-field, length   a bad answer (always)
-GET /stats returns counters (requests, by status, max in flight, arrival times per text);
+GET /stats returns counters (requests, by status, max in flight, arrival times per text, the
+last request's body less its messages);
 POST /reset clears them."""
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Stats:
         self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.authorization: str | None = None
         self.models: Counter = Counter()
+        self.last_request: dict | None = None  # the last chat body, less its messages
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -66,6 +68,7 @@ class Stats:
                 "arrivals": dict(self.arrivals),
                 "authorization": self.authorization,
                 "models": dict(self.models),
+                "last_request": self.last_request,
             }
 
 
@@ -132,6 +135,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
             stats.arrivals[key].append(time.monotonic())
             seen = len(stats.arrivals[key])
             stats.models[request.get("model")] += 1
+            stats.last_request = {k: v for k, v in request.items() if k != "messages"}
         fault = self._active_fault(text, seen)
         if fault and self._http_fault(*fault):
             return

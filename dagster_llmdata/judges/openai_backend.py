@@ -160,7 +160,7 @@ def _read_choice(response: httpx.Response, max_tokens: int, validate: Validator)
     if choice.get("finish_reason") == "length" and problem != "refusal":
         # cut off at max_tokens: at temperature 0 asking again cuts at the same place
         return _Attempt(error="malformed_json", detail=f"answer cut off at max_tokens={max_tokens}: {text[:200]}", **used)
-    return _Attempt(error=problem, detail=text[:300], retry=problem in RETRYABLE_ANSWERS, **used)
+    return _Attempt(error=problem, detail=text[:300] or "the answer had no text", retry=problem in RETRYABLE_ANSWERS, **used)
 
 
 def _error_message(response: httpx.Response) -> str:
