@@ -1,0 +1,185 @@
+"""The operator contract: document functions, batch functions and runtime settings, routed in one
+place, fused with their neighbours, and kept out of (or in) the code version as they should be."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import Field
+
+from dagster_llmdata import apply_operator, load_project
+from dagster_llmdata.factory import execution_units
+from dagster_llmdata.judges.backend import JudgeRuntime
+from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Operator, OperatorParams, register_operator
+from dagster_llmdata.resources import JudgeResource
+from dagster_llmdata.spec import load_pipeline_spec
+from dagster_llmdata.verdict import Quarantine, Reject
+from tests.conftest import write_jsonl
+
+
+class MarkerParams(OperatorParams):
+    batch_size: int = Field(4, ge=1, description="docs per call")
+    min_words: int = Field(3, ge=0, description="reject docs with fewer words")
+
+
+class MarkerBatchFn(BatchFunction):
+    """Answers by markers in the text, and records the size of every batch it was handed."""
+
+    def __init__(self, params: MarkerParams):
+        super().__init__()
+        self.params = params
+
+    def __call__(self, docs):
+        self.counters[f"batch_of_{len(docs)}"] += 1
+        if any("EXPLODE" in d.text for d in docs):
+            raise RuntimeError("the model server fell over")
+        if any("MISCOUNT" in d.text for d in docs):
+            return [True]
+        verdicts = []
+        for doc in docs:
+            doc.metadata["n_words"] = len(doc.text.split())
+            if "UNSURE" in doc.text:
+                verdicts.append(Quarantine("judge_refused", "the judge would not say"))
+            elif "WEIRD" in doc.text:
+                verdicts.append(42)  # not a verdict
+            elif doc.metadata["n_words"] < self.params.min_words:
+                verdicts.append(Reject("too_few_words", value=doc.metadata["n_words"], threshold=self.params.min_words))
+            else:
+                verdicts.append(True)
+        return verdicts
+
+
+class MarkerBatch(Operator):
+    name = "marker_batch_test"
+    description = "test operator: a batch function answering by markers"
+    Params = MarkerParams
+    produces = {"n_words": pa.int64()}
+
+    def batch_fn(self):
+        return MarkerBatchFn(self.params)
+
+
+class RuntimeEchoFn(DocFunction):
+    def __init__(self, base_url: str):
+        super().__init__()
+        self.base_url = base_url
+
+    def __call__(self, doc):
+        doc.metadata["seen_base_url"] = self.base_url
+        return True
+
+
+class RuntimeEcho(Operator):
+    name = "runtime_echo_test"
+    description = "test operator: writes the judge base_url it was given"
+    produces = {"seen_base_url": pa.string()}
+    Runtime = JudgeRuntime
+    runtime_key = "judge"
+
+    def doc_fn(self):
+        return RuntimeEchoFn(self.runtime.base_url)
+
+
+@pytest.fixture()
+def test_operators():
+    for cls in (MarkerBatch, RuntimeEcho):
+        register_operator(cls)
+    yield
+    for cls in (MarkerBatch, RuntimeEcho):
+        REGISTRY.pop(cls.name)
+
+
+def _docs(tmp_path: Path, prose: list[str]) -> Path:
+    texts = [prose[0], prose[1], "two words", prose[2] + " UNSURE", prose[3] + " WEIRD", prose[4], prose[5],
+             prose[6] + " EXPLODE", prose[7], prose[8], prose[9], prose[10] + " MISCOUNT"]
+    return write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+
+
+def test_batch_function_routes_every_document(tmp_path, prose, test_operators):
+    out = tmp_path / "o.parquet"
+    outcome = apply_operator("marker_batch_test", _docs(tmp_path, prose), out, {"batch_size": 4})
+    led = outcome.ledger
+    assert led.n_in == 12 and led.balanced
+    # batches: d0-d3, d4-d7 (EXPLODE: all four quarantined), d8-d11 (MISCOUNT: all four quarantined)
+    assert led.rejected == {"too_few_words": 1}
+    assert led.quarantined == {"judge_refused": 1, "error:RuntimeError": 4, "error:wrong_verdict_count": 4}
+    assert sorted(r["id"] for r in pq.read_table(out).to_pylist()) == ["d0", "d1"]
+    rejected = pq.read_table(tmp_path / "o.rejected.parquet").to_pylist()
+    assert [(r["id"], r["value"], r["threshold"]) for r in rejected] == [("d2", 2.0, 3.0)]
+    quarantined = {r["id"]: r for r in pq.read_table(tmp_path / "o.quarantine.parquet").to_pylist()}
+    assert json.loads(quarantined["d3"]["meta"])["error"] == "the judge would not say"
+    assert "fell over" in json.loads(quarantined["d5"]["meta"])["error"]
+
+
+def test_a_value_that_is_no_verdict_is_quarantined_not_kept(tmp_path, prose, test_operators):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "w", "text": prose[0] + " WEIRD"}, {"id": "ok", "text": prose[1]}])
+    outcome = apply_operator("marker_batch_test", src, tmp_path / "o.parquet")
+    assert outcome.ledger.quarantined == {"error:bad_verdict": 1} and outcome.ledger.n_out == 1
+
+
+def test_batch_size_is_honoured_and_not_part_of_the_code_version(tmp_path, prose, test_operators):
+    rows = [{"id": str(i), "text": prose[i % 20]} for i in range(10)]
+    outcome = apply_operator("marker_batch_test", write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o.parquet", {"batch_size": 3})
+    assert outcome.ledger.n_out == 10
+    assert MarkerBatch({"batch_size": 3}).code_version == MarkerBatch({"batch_size": 300}).code_version
+    assert MarkerBatch({"min_words": 3}).code_version != MarkerBatch({"min_words": 4}).code_version
+
+
+def _project(tmp_path: Path, prose: list[str], stages: str) -> Path:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "c.yaml").write_text(textwrap.dedent("""\
+        pipeline: c
+        sources: [{name: web, landing: landing}]
+        stages:
+          - {name: raw, op: ingest}
+        """) + stages)
+    write_jsonl(tmp_path / "landing" / "b.jsonl", [{"id": f"d{i}", "text": prose[i]} for i in range(8)] + [{"id": "s", "text": "hi"}])
+    return tmp_path
+
+
+def test_batch_stage_fuses_with_document_stages_in_dagster(tmp_path, prose, instance, test_operators):
+    project = _project(tmp_path, prose, (
+        "  - {name: normalized, op: normalize}\n"
+        "  - {name: marked, op: marker_batch_test, params: {batch_size: 2}}\n"
+        "  - {name: redacted, op: pii_redact}\n"
+    ))
+    units = execution_units(load_pipeline_spec(project / "assets/c.yaml"))
+    assert [[s.name for s in u] for u in units] == [["raw"], ["normalized", "marked", "redacted"]]
+    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
+    result = dg.materialize(list(load_project(project).assets), partition_key="web/b.jsonl", instance=instance)
+    marked = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                  if e.materialization.asset_key.path[-1] == "marked")
+    assert marked["llmdata/fused_with"].value == ["normalized", "marked", "redacted"]
+    assert (marked["n_in"].value, marked["n_out"].value, marked["dropped/too_few_words"].value) == (9, 8, 1)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_runtime_settings_come_from_the_resource_and_are_not_data(tmp_path, prose, instance, test_operators):
+    project = _project(tmp_path, prose, "  - {name: echoed, op: runtime_echo_test}\n")
+    defs = load_project(project)
+    assets = list(defs.assets)
+    echo = next(a for a in assets if "echoed" in str(a.keys))
+    assert "judge" in echo.required_resource_keys
+    versions = {k: v for a in assets for k, v in a.code_versions_by_key.items()}
+    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
+    dg.materialize(assets, partition_key="web/b.jsonl", instance=instance,
+                   resources={"judge": JudgeResource(base_url="http://gpu-box:8000/v1")})
+    out = project / "data/c/echoed/data/web/b.jsonl"
+    assert {r["seen_base_url"] for r in pq.read_table(next(out.glob("*.parquet"))).to_pylist()} == {"http://gpu-box:8000/v1"}
+    # moving the server changes nothing Dagster versions
+    assert {k: v for a in load_project(project).assets for k, v in a.code_versions_by_key.items()} == versions
+
+
+def test_standalone_runtime_settings_from_cli_params(tmp_path, prose, test_operators):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": prose[0]}])
+    outcome = apply_operator("runtime_echo_test", src, tmp_path / "o.parquet", runtime={"base_url": "http://laptop:8000/v1"})
+    assert outcome.ledger.n_out == 1
+    assert pq.read_table(tmp_path / "o.parquet").column("seen_base_url").to_pylist() == ["http://laptop:8000/v1"]
+    with pytest.raises(ValueError, match="takes no runtime settings"):
+        apply_operator("normalize", src, tmp_path / "n.parquet", runtime={"base_url": "x"})
