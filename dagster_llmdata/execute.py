@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +40,7 @@ def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     seconds = time.perf_counter() - start
     schema = read_schema(list_parquet(run.output_dir)) or run.output_schema(op.produced_columns())
     run.finalize(schema)
+    extra.update(op.dataset_metadata(run))
     n_in = run.n_in_override if run.n_in_override is not None else count_rows(run.input_files)
     ledger = count_ledger(n_in, run.output_dir, run.rejected_dir, run.quarantine_dir)
     return StageOutcome(ledger=ledger, seconds=seconds, schema=schema, metadata=extra)
@@ -73,7 +73,7 @@ def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
         run.finalize(schema)
         run.input_files = upstream_files  # what this stage actually read, now that it exists
         ledger = count_ledger(count_rows(upstream_files), run.output_dir, run.rejected_dir, run.quarantine_dir)
-        meta = {**op.metadata_from_stats(stats), "llmdata/fused_with": [r.stage for _, r in chain],
+        meta = {**op.metadata_from_stats(stats), **op.dataset_metadata(run), "llmdata/fused_with": [r.stage for _, r in chain],
                 "llmdata/fused_run_s": round(seconds, 3)}
         share = seconds * step_times[run.stage] / total_step_time
         outcomes.append(StageOutcome(ledger=ledger, seconds=share, schema=schema, metadata=meta, step_seconds=seconds))

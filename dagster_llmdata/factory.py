@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from .io.parquet_store import list_parquet, read_sample
 from .layout import PipelineLayout
 from .ledger import Ledger
+from .metadata import Markdown, Table
 from .materialise import (
     PartitionInputMissing,
     PartitionLocked,
@@ -249,6 +250,13 @@ def _metadata(report: StageReport, upstream: dg.AssetKey | None) -> dict[str, An
             md[k] = v
         elif isinstance(v, (dict, list)):
             md[k] = dg.MetadataValue.json(v)
+        elif isinstance(v, Markdown):
+            md[k] = dg.MetadataValue.md(v.text)
+        elif isinstance(v, Table):
+            md[k] = dg.MetadataValue.table(
+                records=[dg.TableRecord({c: _short(r.get(c)) if isinstance(r.get(c), str) else r.get(c) for c in v.columns}) for r in v.rows],
+                schema=dg.TableSchema(columns=[dg.TableColumn(c, _column_type(v.rows, c)) for c in v.columns]),
+            )
     return md
 
 
@@ -264,6 +272,13 @@ def _examples_table(folder: Path) -> dg.TableMetadataValue | None:
                  for r in rows],
         schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
     )
+
+
+def _column_type(rows: list[dict], column: str) -> str:
+    values = [r.get(column) for r in rows if r.get(column) is not None]
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float" if any(isinstance(v, float) for v in values) else "int"
+    return "string"
 
 
 def _short(value: Any, n: int = 160) -> str:

@@ -11,6 +11,7 @@ from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
 from .language_id import LanguageId
+from .llm_judge import LlmJudge
 from .quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from .text_ops import ExtractHtml, Normalize, PiiRedact
 
@@ -54,7 +55,7 @@ def describe_params_error(op_cls: type[Operator], exc: ValidationError) -> str:
 
 for _cls in (
     Ingest, ExtractHtml, Normalize, LanguageId, GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
-    ExactDedup, MinhashDedup, PiiRedact, ExportShards,
+    ExactDedup, MinhashDedup, PiiRedact, ExportShards, LlmJudge,
 ):
     register_operator(_cls)
 

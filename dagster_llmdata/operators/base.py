@@ -147,6 +147,11 @@ class Operator(ABC):
     def metadata_from_stats(self, stats: dict[str, dict[str, float]]) -> dict[str, Any]:
         return {}
 
+    def dataset_metadata(self, run: StageRun) -> dict[str, Any]:
+        """Metadata read from the finished datasets (a score histogram, examples); values may be
+        plain, dicts/lists, or `dagster_llmdata.metadata` Markdown / Table."""
+        return {}
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """What the agent and the CLI read about this operator."""

@@ -1,0 +1,147 @@
+"""The llm_judge operator end to end against a real OpenAI-compatible HTTP server process
+(tests/judge_server.py): standalone, in a Dagster materialisation, with faults, the score cache,
+truncation and binary input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from dagster_llmdata import apply_operator, load_project
+from dagster_llmdata.resources import JudgeResource
+from tests.conftest import write_jsonl
+from tests.test_judge_openai import judge_server
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def server():
+    with judge_server() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def base_url(server, tmp_path, monkeypatch):
+    httpx.post(server.removesuffix("/v1") + "/reset")
+    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    return server
+
+
+def requests_made(base_url: str) -> int:
+    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
+
+
+def _runtime(base_url: str) -> dict:
+    return {"base_url": base_url, "backoff_s": 0.01, "max_backoff_s": 0.2, "timeout_s": 3.0, "max_retries": 2}
+
+
+def _docs(tmp_path: Path, prose: list[str]) -> Path:
+    rows = [{"id": f"p{i}", "text": prose[i]} for i in range(6)]
+    rows += [
+        {"id": "flaky", "text": prose[6] + " [[fault:503]]"},  # once, then fine: retried
+        {"id": "broken_json", "text": prose[7] + " [[fault:malformed]]"},
+        {"id": "off_scale", "text": prose[8] + " [[fault:range]]"},
+        {"id": "refused", "text": prose[9] + " [[fault:refusal]]"},
+        {"id": "binary", "text": "\x00\x01\x02PK\x03\x04" * 50},
+    ]
+    return write_jsonl(tmp_path / "docs.jsonl", rows)
+
+
+def test_cli_scores_and_quarantines_with_reasons(base_url, tmp_path, prose):
+    src = _docs(tmp_path, prose)
+    res = subprocess.run(
+        [str(BIN / "llmdata"), "op", "llm_judge", "--in", str(src), "--out", str(tmp_path / "scored.parquet"),
+         "--param", "rubric=educational_value", "--param", "backend=openai", "--param", f"base_url={base_url}",
+         "--param", "model=judge-model", "--param", "max_retries=2", "--param", "backoff_s=0.01"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    assert summary["n_in"] == 11 and summary["balanced"] and summary["kept"] == 7
+    assert summary["quarantined"] == {"malformed_json": 1, "score_out_of_range": 1, "refusal": 1, "binary_document": 1}
+    kept = pq.read_table(tmp_path / "scored.parquet").to_pylist()
+    assert all(isinstance(r["judge_score"], int) and 0 <= r["judge_score"] <= 5 and r["judge_reason"] for r in kept)
+    quarantined = {r["id"]: r["reason"] for r in pq.read_table(tmp_path / "scored.quarantine.parquet").to_pylist()}
+    assert quarantined == {"broken_json": "malformed_json", "off_scale": "score_out_of_range", "refused": "refusal", "binary": "binary_document"}
+    assert summary["judge_requests"] >= 10  # retries counted: the flaky doc took two
+
+
+def test_cache_makes_a_rerun_free_and_a_rubric_edit_rescores(base_url, tmp_path, prose):
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"id": f"p{i}", "text": prose[i]} for i in range(8)])
+    first = apply_operator("llm_judge", src, tmp_path / "a.parquet", {"model": "m"}, runtime=_runtime(base_url))
+    assert requests_made(base_url) == 8 and first.metadata["judge_cache_hits"] == 0
+    second = apply_operator("llm_judge", src, tmp_path / "b.parquet", {"model": "m"}, runtime=_runtime(base_url))
+    assert requests_made(base_url) == 8 and second.metadata["judge_cache_hits"] == 8
+    assert pq.read_table(tmp_path / "a.parquet").column("judge_score") == pq.read_table(tmp_path / "b.parquet").column("judge_score")
+
+    rubric = tmp_path / "mine.yaml"
+    rubric.write_text(textwrap.dedent("""\
+        name: mine
+        version: "1"
+        description: How useful the text is for learning to write clearly.
+        scale: {min: 1, max: 3}
+        criteria: [Sentences are complete., Paragraphs have one topic each.]
+        instructions: Give 1 plus one point per criterion met.
+        """))
+    apply_operator("llm_judge", src, tmp_path / "c.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(base_url))
+    assert requests_made(base_url) == 16
+    rubric.write_text(rubric.read_text().replace("write clearly", "write very clearly"))  # same version, new text
+    apply_operator("llm_judge", src, tmp_path / "d.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(base_url))
+    assert requests_made(base_url) == 24
+    assert set(pq.read_table(tmp_path / "d.parquet").column("judge_score").to_pylist()) <= {1, 2, 3}
+
+
+def test_an_interrupted_run_resumes_from_the_cache(base_url, tmp_path, prose):
+    rows = [{"id": f"p{i}", "text": prose[i]} for i in range(10)]
+    apply_operator("llm_judge", write_jsonl(tmp_path / "half.jsonl", rows[:5]), tmp_path / "h.parquet", runtime=_runtime(base_url))
+    apply_operator("llm_judge", write_jsonl(tmp_path / "all.jsonl", rows), tmp_path / "a.parquet", runtime=_runtime(base_url))
+    assert requests_made(base_url) == 10  # 5, then only the 5 the first run never reached
+
+
+def test_long_documents_are_cut_by_tokens_and_the_cut_recorded(base_url, tmp_path, prose):
+    long_doc = " ".join(prose[:10])
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"id": "long", "text": long_doc}, {"id": "short", "text": prose[0][:200]}])
+    apply_operator("llm_judge", src, tmp_path / "o.parquet", {"max_doc_tokens": 64}, runtime=_runtime(base_url))
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "o.parquet").to_pylist()}
+    assert rows["long"]["judge_truncated"] is True and rows["short"]["judge_truncated"] is False
+    # the server counted the words of the user message it got: the rubric's lead-in plus at most
+    # 64 tokens (4 characters each without a tokenizer) of the document, never the whole of it
+    words_sent = int(rows["long"]["judge_reason"].split()[1])
+    assert words_sent < 120 < len(long_doc.split())
+
+
+def test_judge_stage_in_dagster_with_metadata(base_url, tmp_path, prose, instance):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "j.yaml").write_text(textwrap.dedent("""\
+        pipeline: j
+        sources: [{name: web, landing: landing}]
+        stages:
+          - {name: raw, op: ingest}
+          - {name: judged, op: llm_judge, params: {model: judge-model, batch_size: 4}}
+        """))
+    write_jsonl(tmp_path / "landing" / "b.jsonl",
+                [{"id": f"p{i}", "text": prose[i]} for i in range(8)] + [{"id": "bad", "text": prose[9] + " [[fault:schema]]"}])
+    instance.add_dynamic_partitions("j_files", ["web/b.jsonl"])
+    resources = {"judge": JudgeResource(**_runtime(base_url))}
+    result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
+    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+              if e.materialization.asset_key.path[-1] == "judged")
+    assert md["n_out"].value == 8 and md["quarantined/schema_violation"].value == 1
+    assert md["judge_requests"].value >= 9 and md["judge_cache_hits"].value == 0
+    assert md["judge_model"].value == "judge-model" and md["rubric"].value == "educational_value"
+    assert md["rubric_version"].value.startswith("1-")
+    assert md["judge_failures"].value == {"schema_violation": 1}
+    histogram = md["judge_score_histogram"].value.records
+    assert sum(r.data["docs"] for r in histogram) == 8
+    assert "█" in md["judge_score_chart"].value
+    assert md["judge_score_examples"].value.records
+    assert all(c.passed for c in result.get_asset_check_evaluations())
