@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .logs import progress_on_terminal, stderr_to
-from .operators import did_you_mean
+from .operators import StageFailed, did_you_mean
 from .spec import SpecError
 
 DEFAULT_HOME = ".dagster_home"
@@ -43,7 +43,7 @@ def cmd_op(args) -> int:
     except ValidationError as exc:
         print(f"llmdata op {args.name}: {describe_params_error(get_operator(args.name), exc)}", file=sys.stderr)
         return 2
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, StageFailed) as exc:
         print(f"llmdata op {args.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except Exception:

@@ -25,7 +25,7 @@ from .materialise import (
     StageReport,
     materialise_chain,
 )
-from .operators import get_operator, is_streaming
+from .operators import StageFailed, get_operator, is_streaming
 from .report import drop_examples, explain_drop, funnel_markdown
 from .spec import PipelineSpec, StageSpec
 
@@ -122,6 +122,10 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
             description="n_in = n_out + rejected (by reason) + quarantined, recounted from the files on disk",
         )
         for s in unit
+    ] + [
+        # an operator's own checks warn; they never stop what comes downstream
+        dg.AssetCheckSpec(name, asset=asset_key(spec, s.name), blocking=False, partitions_def=partitions, description=text)
+        for s in unit for name, text in get_operator(s.op).checks.items()
     ]
 
     # operators with runtime settings (a judge's endpoint) get them from the resource of that name
@@ -142,7 +146,7 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         for chain in _contiguous(unit, selected):
             try:
                 reports = materialise_chain(run_ctx, chain, partition, fuse=spec.executor.fuse)
-            except (PartitionInputMissing, PartitionLocked) as exc:  # a clear message, not a stack trace
+            except (PartitionInputMissing, PartitionLocked, StageFailed) as exc:  # a clear message, not a stack trace
                 raise dg.Failure(str(exc)) from None
             for i, report in enumerate(reports):
                 _log(context, report, partition)
@@ -158,6 +162,11 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
                     data_version=dg.DataVersion(report.data_version),
                 )
                 yield _ledger_check(key, report.ledger)
+                for outcome in run_ctx.operator(stage).evaluate_checks(report.metadata):
+                    yield dg.AssetCheckResult(
+                        asset_key=key, check_name=outcome.name, passed=outcome.passed, severity=dg.AssetCheckSeverity.WARN,
+                        description=outcome.description, metadata=outcome.metadata,
+                    )
                 if not report.ledger.balanced:
                     return  # blocking: nothing after a broken ledger is materialised
 

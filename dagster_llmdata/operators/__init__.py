@@ -6,12 +6,16 @@ import difflib
 
 from pydantic import ValidationError
 
-from .base import BatchFunction, DocFunction, Operator, OperatorParams, RuntimeSettings, has_batch_fn, is_streaming
+from .base import (
+    BatchFunction, CheckOutcome, DocFunction, Operator, OperatorParams, RuntimeSettings, StageFailed, has_batch_fn, is_streaming,
+)
 from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
 from .language_id import LanguageId
+from .distilled_judge import DistilledJudge
 from .llm_judge import LlmJudge
+from .select import Select
 from .quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from .text_ops import ExtractHtml, Normalize, PiiRedact
 
@@ -55,12 +59,12 @@ def describe_params_error(op_cls: type[Operator], exc: ValidationError) -> str:
 
 for _cls in (
     Ingest, ExtractHtml, Normalize, LanguageId, GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
-    ExactDedup, MinhashDedup, PiiRedact, ExportShards, LlmJudge,
+    ExactDedup, MinhashDedup, PiiRedact, ExportShards, LlmJudge, DistilledJudge, Select,
 ):
     register_operator(_cls)
 
 __all__ = [
-    "BatchFunction", "DocFunction", "Operator", "OperatorParams", "REGISTRY", "RuntimeSettings", "register_operator",
+    "BatchFunction", "CheckOutcome", "DocFunction", "StageFailed", "Operator", "OperatorParams", "REGISTRY", "RuntimeSettings", "register_operator",
     "get_operator", "has_batch_fn", "is_streaming",
     "did_you_mean", "describe_params_error",
 ]

@@ -7,6 +7,7 @@ import hashlib
 import json
 from abc import ABC
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
@@ -16,6 +17,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from ..io.docsteps import RoutedStep
 from ..stage_run import StageRun
 from ..verdict import Verdict
+
+
+class StageFailed(RuntimeError):
+    """A stage cannot produce its dataset for a reason the user must act on (not bad input, which
+    is quarantined): the message says what and why, without a stack trace."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one of an operator's own checks (`Operator.checks`): a warning, not a gate."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class OperatorParams(BaseModel):
@@ -101,6 +117,8 @@ class Operator(ABC):
     # runtime settings (not data) and the name they are supplied under (a Dagster resource key)
     Runtime: ClassVar[type[RuntimeSettings] | None] = None
     runtime_key: ClassVar[str | None] = None
+    # the operator's own non-blocking checks, name -> what they check (see `evaluate_checks`)
+    checks: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -146,6 +164,10 @@ class Operator(ABC):
 
     def metadata_from_stats(self, stats: dict[str, dict[str, float]]) -> dict[str, Any]:
         return {}
+
+    def evaluate_checks(self, metadata: dict[str, Any]) -> list[CheckOutcome]:
+        """One outcome per name in `checks`, judged from the materialisation's metadata."""
+        return []
 
     def dataset_metadata(self, run: StageRun) -> dict[str, Any]:
         """Metadata read from the finished datasets (a score histogram, examples); values may be

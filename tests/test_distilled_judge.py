@@ -1,0 +1,84 @@
+"""distilled_judge in a Dagster materialisation against a real judge server process: the judge
+sees only the sample, every document gets a classifier score, agreement is measured and checked."""
+
+from __future__ import annotations
+
+import textwrap
+
+import dagster as dg
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from dagster_llmdata import apply_operator, load_project
+from dagster_llmdata.resources import JudgeResource
+from tests.conftest import write_jsonl
+from tests.test_judge_openai import judge_server
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with judge_server() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def base_url(server, tmp_path, monkeypatch):
+    httpx.post(server.removesuffix("/v1") + "/reset")
+    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    return server
+
+
+def requests_made(base_url: str) -> int:
+    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
+
+
+def _corpus(prose: list[str]) -> list[dict]:
+    rows = []
+    for i in range(240):
+        text = prose[i % len(prose)]
+        words = text.split()
+        rows.append({"id": f"d{i}", "text": " ".join(words[i % 7:]), "domain": ["law", "code", "docs"][i % 3]})
+    return rows
+
+
+def test_sample_judged_everything_scored_agreement_checked(base_url, tmp_path, prose, instance):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "d.yaml").write_text(textwrap.dedent("""\
+        pipeline: d
+        sources: [{name: web, landing: landing}]
+        stages:
+          - {name: raw, op: ingest}
+          - name: scored
+            op: distilled_judge
+            params: {model: judge-model, sample_size: 60, holdout: 0.25, agreement_floor: 0.99}
+        """))
+    write_jsonl(tmp_path / "landing" / "b.jsonl", _corpus(prose))
+    instance.add_dynamic_partitions("d_files", ["web/b.jsonl"])
+    resources = {"judge": JudgeResource(base_url=base_url, backoff_s=0.01)}
+    result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
+    assert requests_made(base_url) == 60  # the judge sees the sample, not the corpus
+    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+              if e.materialization.asset_key.path[-1] == "scored")
+    assert (md["n_in"].value, md["n_out"].value) == (240, 240)
+    assert md["sample_size"].value == 60 and md["sample_judged"].value == 60 and md["agreement_n"].value == 15
+    assert md["agreement_confusion"].value.records and "█" in md["quality_score_chart"].value
+    rows = [r for f in sorted((tmp_path / "data/d/scored/data/web/b.jsonl").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(rows) == 240 and all(0 <= r["quality_score"] <= 5 for r in rows)
+    assert sum(r["quality_judge_score"] is not None for r in rows) == 60
+    assert {r["domain"] for r in rows if r["quality_judge_score"] is not None} == {"law", "code", "docs"}
+    # the test server's scores are word counts modulo 6: no classifier can learn them, the check says so
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "judge_agreement"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    ledger = [c for c in result.get_asset_check_evaluations() if c.check_name == "ledger_balances"]
+    assert ledger and all(c.passed for c in ledger)
+
+
+def test_a_judge_that_scores_nothing_fails_the_stage_clearly(tmp_path, prose, monkeypatch):
+    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    src = write_jsonl(tmp_path / "in.jsonl", _corpus(prose)[:50])
+    with pytest.raises(Exception, match="the judge scored only 0 of 50 sampled documents.*connection_refused"):
+        apply_operator("distilled_judge", src, tmp_path / "o.parquet", {"sample_size": 50},
+                       runtime={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2})
