@@ -154,9 +154,11 @@ def train_classifier(
     kind: ModelKind = "logistic",
     max_chars: int = 4000,
     n_features: int = 2**20,
+    threshold: float | None = None,
 ) -> DistilledClassifier:
     """Fits on a (label-stratified where possible) `1 - holdout` share of the judged documents and
-    records its agreement with the judge on the rest in `.holdout` (threshold: the scale's middle).
+    records its agreement with the judge on the rest in `.holdout` (at `threshold`, by default the
+    middle of the scores seen).
     Only the first `max_chars` characters of a document are read, for speed."""
     _sklearn()
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -179,7 +181,8 @@ def train_classifier(
         clf.model = Ridge(alpha=1.0, random_state=seed)
     clf.model.fit(x[train], y[train])
     if len(test):
-        clf.holdout = agreement(y[test], clf.score([texts[i] for i in test]), threshold=(scale[0] + scale[-1]) / 2)
+        cut = threshold if threshold is not None else (scale[0] + scale[-1]) / 2
+        clf.holdout = agreement(y[test], clf.score([texts[i] for i in test]), threshold=cut)
     return clf
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ..io.docsteps import row_to_document
 from ..io.parquet_store import iter_batches, list_parquet
-from ..judges.distill import agreement, load_classifier, stratified_sample, train_classifier
+from ..judges.distill import load_classifier, stratified_sample, train_classifier
 from ..metadata import Table, bins_of, histogram
 from ..stage_run import StageRun
 from ..verdict import Verdict
@@ -94,13 +94,14 @@ class DistilledJudge(Operator):
             raise StageFailed(f"{run.stage}: the judge scored only {len(judged)} of {sample['size']} sampled documents "
                               f"(failures: {dict(sample['failures'])}); nothing to train a classifier on")
         texts = [text for _, _, text in sample["scored"]]
+        scale = self.judge.rubric.scale
+        threshold = p.threshold if p.threshold is not None else (scale.min + scale.max) / 2
         try:
-            clf = train_classifier(texts, list(judged.values()), seed=p.seed, holdout=p.holdout, kind=p.model_kind)
+            clf = train_classifier(texts, list(judged.values()), seed=p.seed, holdout=p.holdout, kind=p.model_kind, threshold=threshold)
         except ValueError as exc:
             raise StageFailed(f"{run.stage}: {exc}") from None
         path = clf.save(run.work_dir / CLASSIFIER_FILE)
-        threshold = p.threshold if p.threshold is not None else (self.judge.rubric.scale.min + self.judge.rubric.scale.max) / 2
-        held_out = clf.holdout if p.threshold is None else agreement_on_holdout(clf, texts, list(judged.values()), threshold, p)
+        held_out = clf.holdout
         schema = run.output_schema(self.produced_columns())
         step = self.routed_step_with(run, schema, ClassifierFn(str(path), p.column_prefix, judged))
         run.execute([run.reader(), step, run.kept_writer(schema)])
@@ -182,17 +183,6 @@ class DistilledJudge(Operator):
             {"spearman": rho if isinstance(rho, (int, float)) and rho == rho else None, "floor": self.params.agreement_floor,
              "n": metadata.get("agreement_n")},
         )]
-
-
-def agreement_on_holdout(clf, texts: list[str], labels: list[int], threshold: float, p: DistilledJudgeParams) -> dict[str, Any]:
-    """The classifier's agreement at a user threshold, on the same held-out split it was trained without."""
-    from sklearn.model_selection import train_test_split
-    import numpy as np
-
-    y = np.asarray(labels, dtype=float)
-    counts = np.unique(y, return_counts=True)[1]
-    _, test = train_test_split(np.arange(len(y)), test_size=p.holdout, random_state=p.seed, stratify=y if counts.min() >= 2 else None)
-    return agreement(y[test], clf.score([texts[i] for i in test]), threshold)
 
 
 __all__ = ["DistilledJudge", "DistilledJudgeParams"]
