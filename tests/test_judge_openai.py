@@ -57,9 +57,20 @@ def stats(base_url: str) -> dict:
     return httpx.get(base_url.removesuffix("/v1") + "/stats").json()
 
 
+_opened: list[OpenAIBackend] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_backends():
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def backend(base_url: str, model: str = "judge-model", **runtime) -> OpenAIBackend:
     settings = {"base_url": base_url, "backoff_s": 0.01, "max_backoff_s": 0.5, "timeout_s": 5.0, "max_retries": 4, **runtime}
-    return OpenAIBackend(JudgeRuntime(**settings), model)
+    _opened.append(OpenAIBackend(JudgeRuntime(**settings), model))
+    return _opened[-1]
 
 
 def request(document: str) -> JudgeRequest:
@@ -188,13 +199,23 @@ def test_connection_refused_on_a_closed_port():
 
 def test_concurrency_is_bounded_and_used():
     with judge_server("--latency-ms", "100") as url:
+        judge = backend(url, concurrency=4)
         start = time.monotonic()
-        out = backend(url, concurrency=4).complete([request(f"document {i}") for i in range(24)], VALIDATE)
+        out = judge.complete([request(f"document {i}") for i in range(24)], VALIDATE)
         wall = time.monotonic() - start
-        seen = stats(url)
-    assert all(c.error is None for c in out)
-    assert seen["max_in_flight"] == 4
-    assert wall >= 24 / 4 * 0.1
+        assert all(c.error is None for c in out)
+        assert stats(url)["max_in_flight"] == 4
+        assert wall >= 24 / 4 * 0.1
+        # two callers at once share the bound
+        httpx.post(url.removesuffix("/v1") + "/reset")
+        results: list = []
+        callers = [threading.Thread(target=lambda k=k: results.extend(judge.complete([request(f"{k} {i}") for i in range(12)], VALIDATE))) for k in "ab"]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        assert len(results) == 24 and all(c.error is None for c in results)
+        assert stats(url)["max_in_flight"] == 4
 
 
 def test_the_api_key_comes_from_the_named_variable(monkeypatch):
@@ -224,3 +245,14 @@ def test_complete_works_inside_a_running_loop_and_in_a_plain_thread(base_url):
     thread.join()
     assert [c.error for c in results] == [None]
     assert judge.complete([], VALIDATE) == []
+
+
+def test_close_stops_the_loop_and_a_later_call_starts_it_again(base_url):
+    judge = backend(base_url)
+    assert judge.complete([request("before")], VALIDATE)[0].error is None
+    loop_thread = judge._thread
+    judge.close()
+    assert not loop_thread.is_alive()
+    assert judge.complete([request("after")], VALIDATE)[0].error is None
+    judge.close()
+    judge.close()

@@ -10,8 +10,8 @@ import email.utils
 import json
 import os
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -39,9 +39,11 @@ class _Attempt:
 
 
 class OpenAIBackend:
-    """`complete` is synchronous: it runs its own event loop (in a worker thread when the caller
-    already runs one) and returns one Completion per request, in order, never raising for one
-    request's failure."""
+    """`complete` is synchronous and thread-safe: the requests run on the backend's own event
+    loop, in a thread of its own, so it works whether or not the caller runs a loop, and
+    connections outlive one batch. It returns one Completion per request, in order, never
+    raising for one request's failure. `close` stops the loop and its connections. Not
+    picklable (a lock, a thread): open it where it runs, e.g. in a BatchFunction's __enter__."""
 
     def __init__(self, runtime: JudgeRuntime, model: str):
         self.runtime = runtime
@@ -53,35 +55,66 @@ class OpenAIBackend:
             if not key:
                 raise ValueError(f"the judge's API key variable {runtime.api_key_env} (runtime setting api_key_env) is not set")
             self._headers["Authorization"] = f"Bearer {key}"
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._slots: asyncio.Queue[httpx.AsyncClient] | None = None  # made in the loop
 
     def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
         if not requests:
             return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._complete_all(requests, validate))
-        # called from async code: a second loop cannot run in this thread
-        with ThreadPoolExecutor(1, thread_name_prefix="judge-openai") as pool:
-            return pool.submit(asyncio.run, self._complete_all(requests, validate)).result()
+        return asyncio.run_coroutine_threadsafe(self._complete_all(requests, validate), self._running_loop()).result()
 
     def close(self) -> None:
-        """Nothing to release: each `complete` opens and closes its own connection pool, since an
-        httpx client belongs to the event loop it was made in."""
+        with self._start_lock:
+            if self._loop is None:
+                return
+            asyncio.run_coroutine_threadsafe(self._close_clients(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            self._loop = self._thread = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="judge-openai", daemon=True)
+                self._thread.start()
+            return self._loop
+
+    async def _clients(self) -> asyncio.Queue[httpx.AsyncClient]:
+        """`concurrency` clients of one connection each, taken by a request for one attempt:
+        the queue bounds what is in flight. One client per connection rather than one pool of
+        them because httpcore's pool does work quadratic in its size on every request (at 64
+        connections that capped the client near 100 requests/s)."""
+        if self._slots is None:
+            tls = httpx.create_ssl_context()  # shared: building one per client costs ~20 ms each
+            one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            self._slots = asyncio.Queue()
+            for _ in range(self.runtime.concurrency):
+                self._slots.put_nowait(httpx.AsyncClient(headers=self._headers, timeout=self.runtime.timeout_s, limits=one, verify=tls))
+        return self._slots
+
+    async def _close_clients(self) -> None:
+        if self._slots is not None:
+            while not self._slots.empty():
+                await self._slots.get_nowait().aclose()
+            self._slots = None
 
     async def _complete_all(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
-        n = self.runtime.concurrency
-        gate = asyncio.Semaphore(n)
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(headers=self._headers, timeout=self.runtime.timeout_s, limits=limits) as client:
-            return list(await asyncio.gather(*(self._complete_one(client, gate, r, validate) for r in requests)))
+        slots = await self._clients()
+        return list(await asyncio.gather(*(self._complete_one(slots, r, validate) for r in requests)))
 
-    async def _complete_one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: JudgeRequest, validate: Validator) -> Completion:
+    async def _complete_one(self, slots: asyncio.Queue[httpx.AsyncClient], request: JudgeRequest, validate: Validator) -> Completion:
         body = json.dumps(self._body(request)).encode()
         done = Completion()
         for retry in range(self.runtime.max_retries + 1):
-            async with gate:  # held per attempt, not while backing off, so others go ahead
+            client = await slots.get()  # held per attempt, not while backing off, so others go ahead
+            try:
                 attempt = await self._attempt(client, body, request.max_tokens, validate)
+            finally:
+                slots.put_nowait(client)
             done.attempts += 1
             done.tokens_in += attempt.tokens_in
             done.tokens_out += attempt.tokens_out
