@@ -92,7 +92,7 @@ def materialize(root: Path, partitions: list[str], selection: list[str] | None =
     sel = dg.AssetSelection.assets(*[dg.AssetKey([name, s]) for s in selection]) if selection else None
     start = time.perf_counter()
     for p in partitions:
-        result = dg.materialize(assets, partition_key=p, instance=instance, selection=sel, raise_on_error=True)
+        result = dg.materialize(assets, partition_key=p, instance=instance, selection=sel, raise_on_error=True, resources=defs.resources)
         assert result.success
         failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
         assert not failed, failed

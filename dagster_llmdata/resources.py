@@ -34,9 +34,18 @@ def runtime_resource(name: str, settings_model: type[RuntimeSettings], env_prefi
     resource_cls = type(name, (RuntimeResource,), namespace)
 
     def from_env(cls) -> RuntimeResource:
-        """Defaults, with every field whose ${env_prefix}<FIELD> variable is set bound to it as a
-        `dg.EnvVar` (resolved when a run starts, shown as such in the UI)."""
-        bound = {f: dg.EnvVar(f"{env_prefix}{f.upper()}") for f in fields if f"{env_prefix}{f.upper()}" in os.environ}
+        """Defaults, with every field whose ${env_prefix}<FIELD> variable is set bound to it: text
+        fields as `dg.EnvVar` (resolved when a run starts, shown as such in the UI), numbers read
+        now (Dagster's deferred integers would meet the fields' bounds as 0)."""
+        bound: dict[str, Any] = {}
+        for f, info in fields.items():
+            var = f"{env_prefix}{f.upper()}"
+            if var not in os.environ:
+                continue
+            if info.annotation in (str, str | None):
+                bound[f] = dg.EnvVar(var)
+            else:
+                bound[f] = os.environ[var]  # validated (and converted) by the field's type
         return cls(**bound)
 
     resource_cls.from_env = classmethod(from_env)
