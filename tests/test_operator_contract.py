@@ -183,3 +183,20 @@ def test_standalone_runtime_settings_from_cli_params(tmp_path, prose, test_opera
     assert pq.read_table(tmp_path / "o.parquet").column("seen_base_url").to_pylist() == ["http://laptop:8000/v1"]
     with pytest.raises(ValueError, match="takes no runtime settings"):
         apply_operator("normalize", src, tmp_path / "n.parquet", runtime={"base_url": "x"})
+
+
+def test_judge_resource_mirrors_the_runtime_settings_and_reads_the_environment(monkeypatch):
+    from dagster_llmdata.resources import default_resources
+
+    assert set(JudgeResource.model_fields) == set(JudgeRuntime.model_fields)
+    for name, info in JudgeRuntime.model_fields.items():
+        assert JudgeResource.model_fields[name].description == info.description
+    monkeypatch.setenv("LLMDATA_JUDGE_BASE_URL", "http://cluster:8000/v1")
+    monkeypatch.setenv("LLMDATA_JUDGE_CONCURRENCY", "128")
+    monkeypatch.setenv("LLMDATA_JUDGE_TIMEOUT_S", "30.5")
+    judge = default_resources()["judge"]
+    assert isinstance(judge.base_url, dg.EnvVar)  # resolved when a run starts, shown as an env var in the UI
+    assert (judge.concurrency, judge.timeout_s) == (128, 30.5)
+    monkeypatch.setenv("LLMDATA_JUDGE_CONCURRENCY", "0")
+    with pytest.raises(Exception, match="greater than or equal to 1"):
+        default_resources()
