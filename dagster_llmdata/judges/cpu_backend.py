@@ -242,6 +242,15 @@ def _write_choice(logits: Any, vocab: Vocabulary, choices: tuple[Any, ...], clos
 # --- the backend ------------------------------------------------------------------------------
 
 
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = 0
+    for column in zip(*seqs):
+        if len(set(column)) > 1:
+            break
+        n += 1
+    return n
+
+
 @dataclass
 class _Job:
     index: int
@@ -328,34 +337,47 @@ class CpuBackend:
         return [r for r in results if r is not None]
 
     def _decode(self, batch: list[_Job]) -> list[tuple[str, int]]:
-        """Prompts left-padded into one forward pass, then one token per answer per step."""
+        """The prompts' shared start (the rubric) in one forward pass, their own ends left-padded in
+        a second, then one token per unfinished answer per step; finished answers leave the batch."""
         import torch
 
         assert self._vocab is not None
         pad = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self._tokenizer.eos_token_id
-        width = max(len(j.prompt) for j in batch)
-        ids = torch.tensor([[pad] * (width - len(j.prompt)) + j.prompt for j in batch])
-        mask = torch.tensor([[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in batch])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        answers: list[tuple[str, int] | None] = [None] * len(batch)
+        prompts = [j.prompt for j in batch]
+        shared = min(_common_prefix(prompts), min(map(len, prompts)) - 1)  # each keeps a token of its own
+        rests = [p[shared:] for p in prompts]
+        width = max(map(len, rests))
         rows = [write_answer(j.props, self._vocab, j.max_tokens) for j in batch]
         step = [next(r) for r in rows]
+        answers: list[tuple[str, int] | None] = [None] * len(batch)
         with torch.inference_mode():
-            out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            cache = None
+            if shared:
+                cache = self._model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True, logits_to_keep=1).cache
+                cache.batch_repeat_interleave(len(batch))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests])
+            mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+            cache = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).cache
             positions = positions[:, -1:]
-            while any(a is None for a in answers):
-                live = torch.tensor([a is None for a in answers])
-                ids = torch.where(live, torch.tensor(step), pad)[:, None]
-                mask = torch.cat([mask, live[:, None].to(mask.dtype)], dim=1)
+            live = list(range(len(batch)))  # the unfinished answers, in the cache's row order
+            while live:
+                mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
                 positions = positions + 1
-                out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True)
-                logits = out.logits[:, -1]
-                for k, row in enumerate(rows):
-                    if answers[k] is None:
-                        try:
-                            step[k] = row.send(logits[k])
-                        except StopIteration as done:
-                            answers[k] = done.value
+                out = self._model(input_ids=torch.tensor([[step[k]] for k in live]), attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+                cache, logits = out.cache, out.logits[:, -1]
+                keep = []
+                for row, k in enumerate(live):
+                    try:
+                        step[k] = rows[k].send(logits[row])
+                        keep.append(row)
+                    except StopIteration as done:
+                        answers[k] = done.value
+                if len(keep) < len(live) and keep:
+                    index = torch.tensor(keep)
+                    cache.batch_select_indices(index)
+                    mask, positions = mask[index], positions[index]
+                live = [live[row] for row in keep]
         return answers  # type: ignore[return-value]
 
     def close(self) -> None:
