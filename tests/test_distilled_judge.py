@@ -79,6 +79,31 @@ def test_sample_judged_everything_scored_agreement_checked(base_url, tmp_path, p
 def test_a_judge_that_scores_nothing_fails_the_stage_clearly(tmp_path, prose, monkeypatch):
     monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
     src = write_jsonl(tmp_path / "in.jsonl", _corpus(prose)[:50])
-    with pytest.raises(Exception, match="the judge scored only 0 of 50 sampled documents.*connection_refused"):
+    with pytest.raises(Exception, match="the judge scored none of the 50 sampled documents.*connection_refused"):
         apply_operator("distilled_judge", src, tmp_path / "o.parquet", {"sample_size": 50},
                        runtime={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2})
+
+
+def test_degenerate_samples_still_score_everything_and_the_check_says_why(base_url, tmp_path, prose):
+    from dagster_llmdata.operators import get_operator
+
+    # every document has 6 words: the test server's score (words mod 6 on the rubric's scale) is one
+    # value for all of them, so the classifier is that constant and the check explains it
+    same = write_jsonl(tmp_path / "same.jsonl", [{"id": f"s{i}", "text": f"alpha beta gamma delta epsilon {i}"} for i in range(30)])
+    outcome = apply_operator("distilled_judge", same, tmp_path / "s.parquet", {"sample_size": 12},
+                             runtime={"base_url": base_url, "backoff_s": 0.01})
+    assert outcome.ledger.n_out == 30 and outcome.metadata["classifier_kind"] == "constant"
+    assert len(set(pq.read_table(tmp_path / "s.parquet").column("quality_score").to_pylist())) == 1
+    (check,) = get_operator("distilled_judge")().evaluate_checks(outcome.metadata)
+    assert not check.passed and "same score" in check.description
+
+    # three documents: all judged, all used for training, nothing held back to measure
+    tiny = write_jsonl(tmp_path / "tiny.jsonl", [{"id": f"t{i}", "text": prose[i]} for i in range(3)])
+    outcome = apply_operator("distilled_judge", tiny, tmp_path / "t.parquet", {"sample_size": 10},
+                             runtime={"base_url": base_url, "backoff_s": 0.01})
+    assert outcome.ledger.n_out == 3 and outcome.metadata["agreement_n"] == 0
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    outcome = apply_operator("distilled_judge", empty, tmp_path / "e.parquet", runtime={"base_url": base_url})
+    assert outcome.ledger.n_in == 0 and outcome.ledger.balanced

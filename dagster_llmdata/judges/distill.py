@@ -19,6 +19,7 @@ import numpy as np
 INSTALL_HINT = "distilling a judge needs scikit-learn and scipy: pip install 'dagster-llmdata[distill]'"
 
 ModelKind = Literal["logistic", "ridge"]
+MIN_FOR_HOLDOUT = 5  # fewer judged documents are all used for training; no agreement is measured
 
 
 def _sklearn():
@@ -98,9 +99,10 @@ def _allocate(size: int, sizes: list[int]) -> list[int]:
 class DistilledClassifier:
     """Hashed word 1-2-gram features and a linear model fitted to a judge's scores. `score` gives a
     float on the judge's scale: the expected label under the predicted class probabilities
-    (logistic) or the regression output clipped to the scale (ridge)."""
+    (logistic), the regression output clipped to the scale (ridge), or the judge's only score
+    (constant: when the judge gave every sampled document the same one)."""
 
-    kind: ModelKind
+    kind: ModelKind | Literal["constant"]
     labels: list[float]
     model: Any
     max_chars: int
@@ -112,6 +114,8 @@ class DistilledClassifier:
         return _vectorizer(self.n_features).transform([t[: self.max_chars] for t in texts])
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
+        if self.kind == "constant":
+            return np.full(len(texts), self.labels[0], dtype=float)
         x = self.features(texts)
         if self.kind == "logistic":
             return self.model.predict_proba(x) @ np.asarray(self.model.classes_, dtype=float)
@@ -165,15 +169,19 @@ def train_classifier(
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(labels, dtype=float)
+    if not len(y):
+        raise ValueError("no judged documents to learn from")
     scale = sorted(set(y.tolist()))
-    if len(scale) < 2:
-        raise ValueError("the judge gave every document the same score: nothing to learn")
+    if len(scale) < 2:  # the judge gave every document one score: that score is all there is to learn
+        return DistilledClassifier("constant", scale, None, max_chars, n_features, seed)
     clf = DistilledClassifier(kind, scale, None, max_chars, n_features, seed)
     x = clf.features(texts)
     counts = np.unique(y, return_counts=True)[1]
-    train, test = train_test_split(
-        np.arange(len(y)), test_size=holdout, random_state=seed, stratify=y if counts.min() >= 2 else None,
-    )
+    train, test = np.arange(len(y)), np.arange(0)
+    if len(y) >= MIN_FOR_HOLDOUT:
+        train, test = train_test_split(train, test_size=holdout, random_state=seed, stratify=y if counts.min() >= 2 else None)
+    if len(set(y[train].tolist())) < 2:  # too few documents to hold any back and still see two labels
+        train, test = np.arange(len(y)), np.arange(0)
     if kind == "logistic":
         # saga: seconds where lbfgs takes minutes on 2**20 hashed features, with the same agreement
         clf.model = LogisticRegression(C=4.0, solver="saga", tol=1e-3, max_iter=1000, random_state=seed)

@@ -90,8 +90,10 @@ class DistilledJudge(Operator):
         p = self.params
         sample = self._judge_sample(run)
         judged = {doc_id: score for doc_id, score, _ in sample["scored"]}
-        if len(judged) < 10:
-            raise StageFailed(f"{run.stage}: the judge scored only {len(judged)} of {sample['size']} sampled documents "
+        if not sample["size"]:  # an empty partition: nothing to judge or to score
+            return {"sample_size": 0}
+        if not judged:
+            raise StageFailed(f"{run.stage}: the judge scored none of the {sample['size']} sampled documents "
                               f"(failures: {dict(sample['failures'])}); nothing to train a classifier on")
         texts = [text for _, _, text in sample["scored"]]
         scale = self.judge.rubric.scale
@@ -101,12 +103,11 @@ class DistilledJudge(Operator):
         except ValueError as exc:
             raise StageFailed(f"{run.stage}: {exc}") from None
         path = clf.save(run.work_dir / CLASSIFIER_FILE)
-        held_out = clf.holdout
         schema = run.output_schema(self.produced_columns())
         step = self.routed_step_with(run, schema, ClassifierFn(str(path), p.column_prefix, judged))
         run.execute([run.reader(), step, run.kept_writer(schema)])
         (run.output_dir / CLASSIFIER_FILE).write_bytes(path.read_bytes())  # kept with the data it scored
-        return self._metadata(sample, held_out, judged)
+        return self._metadata(sample, clf, judged)
 
     def routed_step_with(self, run: StageRun, schema: pa.Schema, fn: ClassifierFn):
         from ..io.docsteps import RoutedStep
@@ -136,9 +137,10 @@ class DistilledJudge(Operator):
                         failures[getattr(verdict, "reason", "unscored")] += 1
         return {"size": len(docs), "scored": scored, "failures": failures, "usage": fn.counters}
 
-    def _metadata(self, sample: dict[str, Any], held_out: dict[str, Any], judged: dict[str, int]) -> dict[str, Any]:
-        usage = sample["usage"]
-        labels, matrix = held_out["confusion"]["labels"], held_out["confusion"]["matrix"]
+    def _metadata(self, sample: dict[str, Any], clf, judged: dict[str, int]) -> dict[str, Any]:
+        usage, held_out = sample["usage"], clf.holdout
+        confusion = held_out.get("confusion", {"labels": [], "matrix": []})
+        labels, matrix = confusion["labels"], confusion["matrix"]
         meta: dict[str, Any] = {
             "judge_model": self.judge.params.model,
             "judge_backend": self.judge.params.backend,
@@ -151,11 +153,12 @@ class DistilledJudge(Operator):
             "judge_cache_hits": usage["cache_hits"],
             "judge_tokens_in": usage["tokens_in"],
             "judge_tokens_out": usage["tokens_out"],
-            "agreement_n": held_out["n"],
-            "agreement_spearman": held_out["spearman"] if held_out["spearman"] is not None else float("nan"),
-            "agreement_f1": round(held_out["f1"], 4),
-            "agreement_accuracy": round(held_out["accuracy"], 4),
-            "agreement_threshold": held_out["threshold"],
+            "classifier_kind": clf.kind,
+            "agreement_n": held_out.get("n", 0),
+            "agreement_spearman": held_out["spearman"] if held_out.get("spearman") is not None else float("nan"),
+            "agreement_f1": round(held_out.get("f1", 0.0), 4),
+            "agreement_accuracy": round(held_out.get("accuracy", 0.0), 4),
+            "agreement_threshold": held_out.get("threshold", float("nan")),
             "agreement_confusion": Table(["judge \\ classifier", *map(str, labels)],
                                          [{"judge \\ classifier": str(label), **{str(c): n for c, n in zip(labels, row)}}
                                           for label, row in zip(labels, matrix)]),
@@ -175,12 +178,17 @@ class DistilledJudge(Operator):
 
     def evaluate_checks(self, metadata: dict[str, Any]) -> list[CheckOutcome]:
         rho = metadata.get("agreement_spearman")
-        passed = isinstance(rho, (int, float)) and rho == rho and rho >= self.params.agreement_floor
+        measured = isinstance(rho, (int, float)) and rho == rho  # NaN: not measured
+        passed = measured and rho >= self.params.agreement_floor
+        if measured:
+            why = f"held-out Spearman {rho:.3f} vs floor {self.params.agreement_floor}"
+        elif metadata.get("classifier_kind") == "constant":
+            why = "the judge gave every sampled document the same score: the classifier is that constant"
+        else:
+            why = "no agreement measured (too few judged documents to hold any back)"
         return [CheckOutcome(
-            "judge_agreement", passed,
-            f"held-out Spearman {rho:.3f} vs floor {self.params.agreement_floor}" if isinstance(rho, float) and rho == rho
-            else "no agreement measured",
-            {"spearman": rho if isinstance(rho, (int, float)) and rho == rho else None, "floor": self.params.agreement_floor,
+            "judge_agreement", passed, why,
+            {"spearman": rho if measured else None, "floor": self.params.agreement_floor,
              "n": metadata.get("agreement_n")},
         )]
 
