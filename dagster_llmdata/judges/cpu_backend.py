@@ -259,6 +259,10 @@ class _Job:
     max_tokens: int
 
 
+# models loaded in this process, by the name or path they were asked for (read-only once loaded)
+_LOADED: dict[str, tuple[Any, Any, Vocabulary]] = {}
+
+
 class CpuBackend:
     """JudgeBackend on CPU. `model`: a bundled model name, a .gguf file or an HF model folder.
     Requests are decoded `batch_size` at a time, one batched forward pass per token."""
@@ -278,9 +282,16 @@ class CpuBackend:
         if self._model is not None:
             return
         import torch
-        import transformers
 
         torch.set_num_threads(self.runtime.cpu_threads or os.cpu_count() or 1)
+        if self.model not in _LOADED:  # one load per process: stages and partitions share it
+            _LOADED[self.model] = self._read_model()
+        self._model, self._tokenizer, self._vocab = _LOADED[self.model]
+
+    def _read_model(self) -> tuple[Any, Any, Vocabulary]:
+        import torch
+        import transformers
+
         folder, gguf_file = resolve_model(self.model)
         where = {"gguf_file": gguf_file} if gguf_file else {}
         try:
@@ -290,9 +301,7 @@ class CpuBackend:
             raise CpuModelError(f"model {self.model!r}: cannot load it ({e})") from e
         if not tokenizer.chat_template:
             raise CpuModelError(f"model {self.model!r} has no chat template (not an instruction-tuned model)")
-        self._vocab = Vocabulary(tokenizer)
-        self._tokenizer = tokenizer
-        self._model = model.eval()
+        return model.eval(), tokenizer, Vocabulary(tokenizer)
 
     def tokenizer(self) -> Any:
         """The model's tokenizer (encode/decode), to cut documents to a token budget."""

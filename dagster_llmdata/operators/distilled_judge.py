@@ -19,7 +19,7 @@ from ..metadata import Table, bins_of, histogram
 from ..stage_run import StageRun
 from ..verdict import Verdict
 from .base import BatchFunction, CheckOutcome, Operator, StageFailed
-from .llm_judge import LlmJudge, LlmJudgeParams, WEAK_JUDGE_NOTE
+from .llm_judge import LlmJudge, LlmJudgeParams
 
 CLASSIFIER_FILE = "_classifier.joblib"
 
@@ -164,8 +164,8 @@ class DistilledJudge(Operator):
                                           for label, row in zip(labels, matrix)]),
             "judge_sample_histogram": histogram(Counter(judged.values()), label="judge score")[1],
         }
-        if self.judge.params.backend == "cpu" and self.judge.params.model == "smollm2-135m-instruct":
-            meta["judge_quality_note"] = WEAK_JUDGE_NOTE
+        if note := self.judge.quality_note():
+            meta["judge_quality_note"] = note
         return meta
 
     def dataset_metadata(self, run: StageRun) -> dict[str, Any]:

@@ -30,10 +30,6 @@ CHARS_PER_TOKEN = 4  # estimate when no tokenizer is known (openai backend witho
 # a document with NULs or a large share of other control characters is binary, not text
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 BINARY_CONTROL_SHARE = 0.05
-WEAK_JUDGE_NOTE = (
-    "weak judge: SmolLM2-135M on CPU. Its scores are real model outputs but noisy; use them to see the "
-    "pipeline work, and a real judge (backend vllm or openai) for data decisions."
-)
 EXAMPLES_PER_SCORE = 2
 
 
@@ -225,9 +221,15 @@ class LlmJudge(Operator):
             "judge_truncated_docs": totals["truncated"],
             "judge_failures": {k.removeprefix("failed_"): v for k, v in totals.items() if k.startswith("failed_")},
         }
-        if self.params.backend == "cpu" and self.params.model == "smollm2-135m-instruct":
-            meta["judge_quality_note"] = WEAK_JUDGE_NOTE
+        if note := self.quality_note():
+            meta["judge_quality_note"] = note
         return meta
+
+    def quality_note(self) -> str | None:
+        """A warning for metadata when the judge is known to be weak (the bundled 135M CPU model)."""
+        from ..judges.cpu_backend import BUNDLED_MODELS, WEAK_JUDGE_NOTE
+
+        return WEAK_JUDGE_NOTE if self.params.backend == "cpu" and self.params.model in BUNDLED_MODELS else None
 
     def dataset_metadata(self, run: StageRun) -> dict[str, Any]:
         """The score histogram and a few examples per score, read from the kept dataset."""
