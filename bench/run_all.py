@@ -50,13 +50,34 @@ def summary() -> str:
                   f"- full run of all partitions: {i['full_run_s']} s",
                   f"- one newly landed partition: {i['one_new_partition_s']} s ({i['new_vs_full']}x the full run)",
                   f"- re-run with nothing changed (every stage skips): {i['noop_rerun_s']} s", ""]
+    if (c := load("judge_client")):
+        lines += ["## Judge client: requests/s against a local server", "",
+                  "| in flight | latency (ms) | requests/s | fraction of concurrency/latency | client CPU per request (ms) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['concurrency']} | {r['latency_ms']} | {r['requests_per_s']} | {r['fraction_of_ideal']} | {r['client_cpu_ms_per_request']} |"
+                  for r in c["runs"]]
+        lines += ["", "Target: >= 0.9 at 64 in flight and 50 ms.", ""]
+    if (j := load("judge_cache")):
+        lines += ["## Judge score cache: requests counted at the server", "", "| run | requests | seconds |", "|---|---|---|"]
+        lines += [f"| {r['run']} | {r['requests']} | {r['seconds']} |" for r in j["runs"]]
+        lines.append("")
+    if (d := load("distill_throughput")):
+        lines += ["## Distilled classifier: scoring throughput, one thread", "", "| model | docs/s per core | Spearman vs labels | F1 |", "|---|---|---|---|"]
+        lines += [f"| {name} | {m['docs_per_s_per_core']:,} | {m['holdout']['spearman']:.3f} | {m['holdout']['f1']:.3f} |" for name, m in d["models"].items()]
+        lines += ["", f"{d['docs']:,} docs; target >= {d['target_docs_per_s_per_core']:,} docs/s per core.", ""]
+    if (g := load("cpu_judge")):
+        lines += ["## CPU judge (SmolLM2-135M, transformers on CPU torch)", "",
+                  f"- {g['docs']} docs of ~{g['words_per_doc']} words, {g['mean_tokens_in']} tokens in / {g['mean_tokens_out']} out each: "
+                  f"**{g['batched_8_docs_per_s']} docs/s** batched by 8, {g['single_docs_per_s']} one at a time",
+                  f"- model load {g['load_s']} s, RSS {g['rss_after_load_mb']} MB after load ({g['peak_rss_mb']} MB peak)",
+                  f"- installing the extra: {g['install']['total_s']} s ({g['install']['pip_cache']})", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory"])
+    ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory", "judge_client", "judge_cache",
+                                                   "distill_throughput", "cpu_judge"])
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     k = 10 if args.quick else 1
@@ -66,6 +87,10 @@ def main() -> None:
             "throughput": ("throughput.py", "--docs", str(100_000 // k)),
             "incremental": ("incremental.py", "--docs", str(110_000 // k), "--files", "11"),
             "memory": ("memory.py", "--sizes", str(100_000 // k), str(1_000_000 // k)),
+            "judge_client": ("judge_client.py", "--requests", str(2000 // k)),
+            "judge_cache": ("judge_cache.py", "--docs", str(500 // k)),
+            "distill_throughput": ("distill_throughput.py", "--docs", str(50_000 // k)),
+            "cpu_judge": ("cpu_judge.py", "--docs", str(max(8, 48 // k))),
         }
         for name in args.only:
             run(*plan[name])
