@@ -92,17 +92,7 @@ def apply_operator(
         else:
             prepared = prepare_input(in_path, tmp / "prepared", executor, ingest_params or {})
             input_schema = read_schema(prepared.files)
-        run = StageRun(
-            stage=name,
-            input_files=prepared.files,
-            output_dir=tmp / "out",
-            rejected_dir=tmp / "rejected",
-            quarantine_dir=tmp / "quarantine",
-            work_dir=tmp / "work",
-            executor=executor,
-            input_schema=input_schema,
-            context={"source_root": str(in_path if in_path.is_dir() else in_path.parent)},
-        )
+        run = scratch_run(name, prepared.files, tmp / "op", executor, input_schema, in_path)
         outcome = run_stage(op, run)
         quarantine_files = prepared.quarantine_files + list_parquet(run.quarantine_dir)
         kept_files, rejected_files = list_parquet(run.output_dir), list_parquet(run.rejected_dir)
@@ -128,21 +118,26 @@ def prepare_input(path: Path, tmp: Path, executor: ExecutorConfig, ingest_params
     schema = _parquet_schema(path) if not ingest_params else None
     if schema is not None and schema.get_field_index("text") >= 0 and pa.types.is_string(schema.field("text").type):
         return _prepare_parquet_dataset(path, tmp)
-    run = StageRun(
-        stage="ingest",
-        input_files=expand_input(path),
-        output_dir=tmp / "ingested",
-        rejected_dir=tmp / "ingest_rejected",
-        quarantine_dir=tmp / "ingest_quarantine",
-        work_dir=tmp / "ingest_work",
-        executor=executor,
-        input_schema=CORE_SCHEMA,
-        context={"source_root": str(path if path.is_dir() else path.parent)},
-    )
+    run = scratch_run("ingest", expand_input(path), tmp / "ingest", executor, CORE_SCHEMA, path)
     ingest = run_stage(Ingest(ingest_params), run)
     dataset = tmp / "input.parquet"
     _meta_fields_to_columns(list_parquet(run.output_dir), dataset)
     return PreparedInput([str(dataset)], ingest.ledger.n_in, list_parquet(run.quarantine_dir))
+
+
+def scratch_run(stage: str, files: list[str], folder: Path, executor: ExecutorConfig, schema: pa.Schema | None, source: Path) -> StageRun:
+    """A stage run whose datasets live in a scratch folder; `source` is the raw input (for ingest's paths)."""
+    return StageRun(
+        stage=stage,
+        input_files=files,
+        output_dir=folder / "data",
+        rejected_dir=folder / "rejected",
+        quarantine_dir=folder / "quarantine",
+        work_dir=folder / "work",
+        executor=executor,
+        input_schema=schema,
+        context={"source_root": str(source if source.is_dir() else source.parent)},
+    )
 
 
 def _parquet_schema(path: Path) -> pa.Schema | None:

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -87,3 +91,43 @@ def instance(tmp_path: Path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
+
+
+JUDGE_SERVER = Path(__file__).with_name("judge_server.py")
+
+
+@contextlib.contextmanager
+def judge_server(*args: str):
+    """tests/judge_server.py (an OpenAI-compatible server with injectable faults) in its own
+    process group; yields its base URL and kills the group after."""
+    proc = subprocess.Popen([sys.executable, str(JUDGE_SERVER), "--port", "0", *args], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def judge_server_url():
+    with judge_server() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def judge_url(judge_server_url, tmp_path, monkeypatch):
+    """The module's judge server with its counters reset, and a fresh score cache for the test."""
+    import httpx
+
+    httpx.post(judge_server_url.removesuffix("/v1") + "/reset")
+    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    return judge_server_url
+
+
+def judge_requests(base_url: str) -> int:
+    """Requests the judge server has answered since its last reset."""
+    import httpx
+
+    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]

@@ -6,33 +6,14 @@ from __future__ import annotations
 import textwrap
 
 import dagster as dg
-import httpx
 import pyarrow.parquet as pq
 import pytest
 
 from dagster_llmdata import apply_operator, load_project
 from dagster_llmdata.resources import JudgeResource
-from tests.conftest import write_jsonl
-from tests.test_judge_openai import judge_server
+from tests.conftest import judge_requests, write_jsonl
 
 pytest.importorskip("sklearn")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with judge_server() as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def base_url(server, tmp_path, monkeypatch):
-    httpx.post(server.removesuffix("/v1") + "/reset")
-    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
-    return server
-
-
-def requests_made(base_url: str) -> int:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
 def _corpus(prose: list[str]) -> list[dict]:
@@ -44,7 +25,7 @@ def _corpus(prose: list[str]) -> list[dict]:
     return rows
 
 
-def test_sample_judged_everything_scored_agreement_checked(base_url, tmp_path, prose, instance):
+def test_sample_judged_everything_scored_agreement_checked(judge_url, tmp_path, prose, instance):
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "d.yaml").write_text(textwrap.dedent("""\
         pipeline: d
@@ -57,9 +38,9 @@ def test_sample_judged_everything_scored_agreement_checked(base_url, tmp_path, p
         """))
     write_jsonl(tmp_path / "landing" / "b.jsonl", _corpus(prose))
     instance.add_dynamic_partitions("d_files", ["web/b.jsonl"])
-    resources = {"judge": JudgeResource(base_url=base_url, backoff_s=0.01)}
+    resources = {"judge": JudgeResource(base_url=judge_url, backoff_s=0.01)}
     result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
-    assert requests_made(base_url) == 60  # the judge sees the sample, not the corpus
+    assert judge_requests(judge_url) == 60  # the judge sees the sample, not the corpus
     md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
               if e.materialization.asset_key.path[-1] == "scored")
     assert (md["n_in"].value, md["n_out"].value) == (240, 240)
@@ -84,14 +65,14 @@ def test_a_judge_that_scores_nothing_fails_the_stage_clearly(tmp_path, prose, mo
                        runtime={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2})
 
 
-def test_degenerate_samples_still_score_everything_and_the_check_says_why(base_url, tmp_path, prose):
+def test_degenerate_samples_still_score_everything_and_the_check_says_why(judge_url, tmp_path, prose):
     from dagster_llmdata.operators import get_operator
 
     # every document has 6 words: the test server's score (words mod 6 on the rubric's scale) is one
     # value for all of them, so the classifier is that constant and the check explains it
     same = write_jsonl(tmp_path / "same.jsonl", [{"id": f"s{i}", "text": f"alpha beta gamma delta epsilon {i}"} for i in range(30)])
     outcome = apply_operator("distilled_judge", same, tmp_path / "s.parquet", {"sample_size": 12},
-                             runtime={"base_url": base_url, "backoff_s": 0.01})
+                             runtime={"base_url": judge_url, "backoff_s": 0.01})
     assert outcome.ledger.n_out == 30 and outcome.metadata["classifier_kind"] == "constant"
     assert len(set(pq.read_table(tmp_path / "s.parquet").column("quality_score").to_pylist())) == 1
     (check,) = get_operator("distilled_judge")().evaluate_checks(outcome.metadata)
@@ -100,10 +81,10 @@ def test_degenerate_samples_still_score_everything_and_the_check_says_why(base_u
     # three documents: all judged, all used for training, nothing held back to measure
     tiny = write_jsonl(tmp_path / "tiny.jsonl", [{"id": f"t{i}", "text": prose[i]} for i in range(3)])
     outcome = apply_operator("distilled_judge", tiny, tmp_path / "t.parquet", {"sample_size": 10},
-                             runtime={"base_url": base_url, "backoff_s": 0.01})
+                             runtime={"base_url": judge_url, "backoff_s": 0.01})
     assert outcome.ledger.n_out == 3 and outcome.metadata["agreement_n"] == 0
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    outcome = apply_operator("distilled_judge", empty, tmp_path / "e.parquet", runtime={"base_url": base_url})
+    outcome = apply_operator("distilled_judge", empty, tmp_path / "e.parquet", runtime={"base_url": judge_url})
     assert outcome.ledger.n_in == 0 and outcome.ledger.balanced

@@ -4,15 +4,9 @@ that injects faults: what is retried, what fails with which reason, how fast it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,23 +16,11 @@ from dagster_llmdata.judges.backend import JudgeRequest, JudgeRuntime
 from dagster_llmdata.judges.openai_backend import OpenAIBackend
 from dagster_llmdata.judges.rubrics import load_rubric
 
+from .conftest import judge_server
 from .judge_server import doc_key
 
-SERVER = Path(__file__).with_name("judge_server.py")
 RUBRIC = load_rubric("educational_value")
 VALIDATE = validator(RUBRIC)
-
-
-@contextlib.contextmanager
-def judge_server(*args: str):
-    """The server program in its own process group; yields its base URL."""
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", *args], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -11,33 +11,14 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pyarrow.parquet as pq
 import pytest
 
 from dagster_llmdata import apply_operator, load_project
 from dagster_llmdata.resources import JudgeResource
-from tests.conftest import write_jsonl
-from tests.test_judge_openai import judge_server
+from tests.conftest import judge_requests, write_jsonl
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def server():
-    with judge_server() as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def base_url(server, tmp_path, monkeypatch):
-    httpx.post(server.removesuffix("/v1") + "/reset")
-    monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
-    return server
-
-
-def requests_made(base_url: str) -> int:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
 def _runtime(base_url: str) -> dict:
@@ -56,11 +37,11 @@ def _docs(tmp_path: Path, prose: list[str]) -> Path:
     return write_jsonl(tmp_path / "docs.jsonl", rows)
 
 
-def test_cli_scores_and_quarantines_with_reasons(base_url, tmp_path, prose):
+def test_cli_scores_and_quarantines_with_reasons(judge_url, tmp_path, prose):
     src = _docs(tmp_path, prose)
     res = subprocess.run(
         [str(BIN / "llmdata"), "op", "llm_judge", "--in", str(src), "--out", str(tmp_path / "scored.parquet"),
-         "--param", "rubric=educational_value", "--param", "backend=openai", "--param", f"base_url={base_url}",
+         "--param", "rubric=educational_value", "--param", "backend=openai", "--param", f"base_url={judge_url}",
          "--param", "model=judge-model", "--param", "max_retries=2", "--param", "backoff_s=0.01"],
         capture_output=True, text=True, cwd=tmp_path,
     )
@@ -75,12 +56,12 @@ def test_cli_scores_and_quarantines_with_reasons(base_url, tmp_path, prose):
     assert summary["judge_requests"] >= 10  # retries counted: the flaky doc took two
 
 
-def test_cache_makes_a_rerun_free_and_a_rubric_edit_rescores(base_url, tmp_path, prose):
+def test_cache_makes_a_rerun_free_and_a_rubric_edit_rescores(judge_url, tmp_path, prose):
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": f"p{i}", "text": prose[i]} for i in range(8)])
-    first = apply_operator("llm_judge", src, tmp_path / "a.parquet", {"model": "m"}, runtime=_runtime(base_url))
-    assert requests_made(base_url) == 8 and first.metadata["judge_cache_hits"] == 0
-    second = apply_operator("llm_judge", src, tmp_path / "b.parquet", {"model": "m"}, runtime=_runtime(base_url))
-    assert requests_made(base_url) == 8 and second.metadata["judge_cache_hits"] == 8
+    first = apply_operator("llm_judge", src, tmp_path / "a.parquet", {"model": "m"}, runtime=_runtime(judge_url))
+    assert judge_requests(judge_url) == 8 and first.metadata["judge_cache_hits"] == 0
+    second = apply_operator("llm_judge", src, tmp_path / "b.parquet", {"model": "m"}, runtime=_runtime(judge_url))
+    assert judge_requests(judge_url) == 8 and second.metadata["judge_cache_hits"] == 8
     assert pq.read_table(tmp_path / "a.parquet").column("judge_score") == pq.read_table(tmp_path / "b.parquet").column("judge_score")
 
     rubric = tmp_path / "mine.yaml"
@@ -92,25 +73,25 @@ def test_cache_makes_a_rerun_free_and_a_rubric_edit_rescores(base_url, tmp_path,
         criteria: [Sentences are complete., Paragraphs have one topic each.]
         instructions: Give 1 plus one point per criterion met.
         """))
-    apply_operator("llm_judge", src, tmp_path / "c.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(base_url))
-    assert requests_made(base_url) == 16
+    apply_operator("llm_judge", src, tmp_path / "c.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(judge_url))
+    assert judge_requests(judge_url) == 16
     rubric.write_text(rubric.read_text().replace("write clearly", "write very clearly"))  # same version, new text
-    apply_operator("llm_judge", src, tmp_path / "d.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(base_url))
-    assert requests_made(base_url) == 24
+    apply_operator("llm_judge", src, tmp_path / "d.parquet", {"model": "m", "rubric": str(rubric)}, runtime=_runtime(judge_url))
+    assert judge_requests(judge_url) == 24
     assert set(pq.read_table(tmp_path / "d.parquet").column("judge_score").to_pylist()) <= {1, 2, 3}
 
 
-def test_an_interrupted_run_resumes_from_the_cache(base_url, tmp_path, prose):
+def test_an_interrupted_run_resumes_from_the_cache(judge_url, tmp_path, prose):
     rows = [{"id": f"p{i}", "text": prose[i]} for i in range(10)]
-    apply_operator("llm_judge", write_jsonl(tmp_path / "half.jsonl", rows[:5]), tmp_path / "h.parquet", runtime=_runtime(base_url))
-    apply_operator("llm_judge", write_jsonl(tmp_path / "all.jsonl", rows), tmp_path / "a.parquet", runtime=_runtime(base_url))
-    assert requests_made(base_url) == 10  # 5, then only the 5 the first run never reached
+    apply_operator("llm_judge", write_jsonl(tmp_path / "half.jsonl", rows[:5]), tmp_path / "h.parquet", runtime=_runtime(judge_url))
+    apply_operator("llm_judge", write_jsonl(tmp_path / "all.jsonl", rows), tmp_path / "a.parquet", runtime=_runtime(judge_url))
+    assert judge_requests(judge_url) == 10  # 5, then only the 5 the first run never reached
 
 
-def test_long_documents_are_cut_by_tokens_and_the_cut_recorded(base_url, tmp_path, prose):
+def test_long_documents_are_cut_by_tokens_and_the_cut_recorded(judge_url, tmp_path, prose):
     long_doc = " ".join(prose[:10])
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": "long", "text": long_doc}, {"id": "short", "text": prose[0][:200]}])
-    apply_operator("llm_judge", src, tmp_path / "o.parquet", {"max_doc_tokens": 64}, runtime=_runtime(base_url))
+    apply_operator("llm_judge", src, tmp_path / "o.parquet", {"max_doc_tokens": 64}, runtime=_runtime(judge_url))
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "o.parquet").to_pylist()}
     assert rows["long"]["judge_truncated"] is True and rows["short"]["judge_truncated"] is False
     # the server counted the words of the user message it got: the rubric's lead-in plus at most
@@ -119,7 +100,7 @@ def test_long_documents_are_cut_by_tokens_and_the_cut_recorded(base_url, tmp_pat
     assert words_sent < 120 < len(long_doc.split())
 
 
-def test_judge_stage_in_dagster_with_metadata(base_url, tmp_path, prose, instance):
+def test_judge_stage_in_dagster_with_metadata(judge_url, tmp_path, prose, instance):
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "j.yaml").write_text(textwrap.dedent("""\
         pipeline: j
@@ -131,7 +112,7 @@ def test_judge_stage_in_dagster_with_metadata(base_url, tmp_path, prose, instanc
     write_jsonl(tmp_path / "landing" / "b.jsonl",
                 [{"id": f"p{i}", "text": prose[i]} for i in range(8)] + [{"id": "bad", "text": prose[9] + " [[fault:schema]]"}])
     instance.add_dynamic_partitions("j_files", ["web/b.jsonl"])
-    resources = {"judge": JudgeResource(**_runtime(base_url))}
+    resources = {"judge": JudgeResource(**_runtime(judge_url))}
     result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
     md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
               if e.materialization.asset_key.path[-1] == "judged")
