@@ -88,3 +88,14 @@ def test_degenerate_samples_still_score_everything_and_the_check_says_why(judge_
     empty.write_text("")
     outcome = apply_operator("distilled_judge", empty, tmp_path / "e.parquet", runtime={"base_url": judge_url})
     assert outcome.ledger.n_in == 0 and outcome.ledger.balanced
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0, 1, 1], [0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [3, 3, 3], [0, 1, 2, 0, 1, 2, 0, 1, 2, 3], [0] * 9 + [1]])
+def test_small_judged_samples_always_train(labels, prose):
+    """Partitions give the judge few documents: every small label mix still yields a classifier
+    whose scores stay on the judge's scale (regression: a stratified split of 5 with 2 labels)."""
+    from dagster_llmdata.judges.distill import train_classifier
+
+    clf = train_classifier(prose[: len(labels)], labels, seed=0)
+    scores = clf.score(prose[:8])
+    assert len(scores) == 8 and min(labels) <= scores.min() <= scores.max() <= max(labels)

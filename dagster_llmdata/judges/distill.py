@@ -7,6 +7,7 @@ rest of the package works without them."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -179,7 +180,10 @@ def train_classifier(
     counts = np.unique(y, return_counts=True)[1]
     train, test = np.arange(len(y)), np.arange(0)
     if len(y) >= MIN_FOR_HOLDOUT:
-        train, test = train_test_split(train, test_size=holdout, random_state=seed, stratify=y if counts.min() >= 2 else None)
+        n_test = math.ceil(holdout * len(y))
+        # a stratified split needs two of every label and room for each label on both sides
+        stratify = counts.min() >= 2 and len(scale) <= min(n_test, len(y) - n_test)
+        train, test = train_test_split(train, test_size=n_test, random_state=seed, stratify=y if stratify else None)
     if len(set(y[train].tolist())) < 2:  # too few documents to hold any back and still see two labels
         train, test = np.arange(len(y)), np.arange(0)
     if kind == "logistic":
