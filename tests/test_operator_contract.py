@@ -4,7 +4,6 @@ place, fused with their neighbours, and kept out of (or in) the code version as 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +19,7 @@ from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Oper
 from dagster_llmdata.resources import JudgeResource
 from dagster_llmdata.spec import load_pipeline_spec
 from dagster_llmdata.verdict import Quarantine, Reject
-from tests.conftest import write_jsonl
+from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 
 class MarkerParams(OperatorParams):
@@ -131,45 +130,30 @@ def test_batch_size_is_honoured_and_not_part_of_the_code_version(tmp_path, prose
     assert MarkerBatch({"min_words": 3}).code_version != MarkerBatch({"min_words": 4}).code_version
 
 
-def _project(tmp_path: Path, prose: list[str], stages: str) -> Path:
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "c.yaml").write_text(textwrap.dedent("""\
-        pipeline: c
-        sources: [{name: web, landing: landing}]
-        stages:
-          - {name: raw, op: ingest}
-        """) + stages)
-    write_jsonl(tmp_path / "landing" / "b.jsonl", [{"id": f"d{i}", "text": prose[i]} for i in range(8)] + [{"id": "s", "text": "hi"}])
-    return tmp_path
+def _rows(prose: list[str]) -> list[dict]:
+    return [{"id": f"d{i}", "text": prose[i]} for i in range(8)] + [{"id": "s", "text": "hi"}]
 
 
 def test_batch_stage_fuses_with_document_stages_in_dagster(tmp_path, prose, instance, test_operators):
-    project = _project(tmp_path, prose, (
-        "  - {name: normalized, op: normalize}\n"
-        "  - {name: marked, op: marker_batch_test, params: {batch_size: 2}}\n"
-        "  - {name: redacted, op: pii_redact}\n"
-    ))
+    stages = [{"name": "normalized", "op": "normalize"}, {"name": "marked", "op": "marker_batch_test", "params": {"batch_size": 2}},
+              {"name": "redacted", "op": "pii_redact"}]
+    project = one_source_project(tmp_path, "c", stages, _rows(prose))
     units = execution_units(load_pipeline_spec(project / "assets/c.yaml"))
     assert [[s.name for s in u] for u in units] == [["raw"], ["normalized", "marked", "redacted"]]
-    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
-    result = dg.materialize(list(load_project(project).assets), partition_key="web/b.jsonl", instance=instance)
-    marked = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                  if e.materialization.asset_key.path[-1] == "marked")
+    result, meta = materialise_partition(project, instance)
+    marked = meta["marked"]
     assert marked["llmdata/fused_with"].value == ["normalized", "marked", "redacted"]
     assert (marked["n_in"].value, marked["n_out"].value, marked["dropped/too_few_words"].value) == (9, 8, 1)
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 def test_runtime_settings_come_from_the_resource_and_are_not_data(tmp_path, prose, instance, test_operators):
-    project = _project(tmp_path, prose, "  - {name: echoed, op: runtime_echo_test}\n")
-    defs = load_project(project)
-    assets = list(defs.assets)
+    project = one_source_project(tmp_path, "c", [{"name": "echoed", "op": "runtime_echo_test"}], _rows(prose))
+    assets = list(load_project(project).assets)
     echo = next(a for a in assets if "echoed" in str(a.keys))
     assert "judge" in echo.required_resource_keys
     versions = {k: v for a in assets for k, v in a.code_versions_by_key.items()}
-    instance.add_dynamic_partitions("c_files", ["web/b.jsonl"])
-    dg.materialize(assets, partition_key="web/b.jsonl", instance=instance,
-                   resources={"judge": JudgeResource(base_url="http://gpu-box:8000/v1")})
+    materialise_partition(project, instance, {"judge": JudgeResource(base_url="http://gpu-box:8000/v1")})
     out = project / "data/c/echoed/data/web/b.jsonl"
     assert {r["seen_base_url"] for r in pq.read_table(next(out.glob("*.parquet"))).to_pylist()} == {"http://gpu-box:8000/v1"}
     # moving the server changes nothing Dagster versions
