@@ -109,7 +109,7 @@ class OpenAIBackend:
         slots = await self._clients()
         return list(await asyncio.gather(*(self._complete_one(slots, r, validate) for r in requests)))
 
-    async def _complete_one(self, slots: asyncio.Queue[httpx.AsyncClient], request: JudgeRequest, validate: Validator) -> Completion:
+    async def _complete_one(self, slots: asyncio.Queue[httpcore.AsyncConnectionPool], request: JudgeRequest, validate: Validator) -> Completion:
         body = json.dumps(self._body(request)).encode()
         done = Completion()
         for retry in range(self.runtime.max_retries + 1):
