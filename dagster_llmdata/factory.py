@@ -162,7 +162,8 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
                     data_version=dg.DataVersion(report.data_version),
                 )
                 yield _ledger_check(key, report.ledger)
-                for outcome in run_ctx.operator(stage).evaluate_checks(report.metadata):
+                checks = run_ctx.operator(stage).evaluate_checks(report.metadata) if get_operator(stage.op).checks else []
+                for outcome in checks:
                     yield dg.AssetCheckResult(
                         asset_key=key, check_name=outcome.name, passed=outcome.passed, severity=dg.AssetCheckSeverity.WARN,
                         description=outcome.description, metadata=outcome.metadata,

@@ -267,7 +267,6 @@ class CpuBackend:
     """JudgeBackend on CPU. `model`: a bundled model name, a .gguf file or an HF model folder.
     Requests are decoded `batch_size` at a time, one batched forward pass per token."""
 
-    weak_judge = True
     note = WEAK_JUDGE_NOTE
 
     def __init__(self, runtime: JudgeRuntime, model: str = "smollm2-135m-instruct", batch_size: int = 8):

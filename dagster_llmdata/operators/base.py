@@ -140,11 +140,13 @@ class Operator(ABC):
         blob = json.dumps(data, sort_keys=True)
         return f"{self.name}-v{self.version}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
-    def routed_step(self, run: StageRun, schema: pa.Schema) -> RoutedStep:
-        rejected, quarantine = run.rejected_writer(schema), run.quarantine_writer(schema)
-        if has_batch_fn(type(self)):
-            return RoutedStep(run.stage, self.name, self.batch_fn(), rejected, quarantine, batch_size=self.params.batch_size)
-        return RoutedStep(run.stage, self.name, self.doc_fn(), rejected, quarantine)
+    def routed_step(self, run: StageRun, schema: pa.Schema, fn: DocFunction | None = None) -> RoutedStep:
+        """The routing step around this operator's function (or `fn`, one built at run time:
+        a batch function is handed `batch_size` documents at a time)."""
+        if fn is None:
+            fn = self.batch_fn() if has_batch_fn(type(self)) else self.doc_fn()
+        batch_size = self.params.batch_size if isinstance(fn, BatchFunction) else None
+        return RoutedStep(run.stage, self.name, fn, run.rejected_writer(schema), run.quarantine_writer(schema), batch_size=batch_size)
 
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)

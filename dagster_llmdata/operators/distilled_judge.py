@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from datatrove.data import Document
 from pydantic import Field
 
@@ -104,20 +105,16 @@ class DistilledJudge(Operator):
             raise StageFailed(f"{run.stage}: {exc}") from None
         path = clf.save(run.work_dir / CLASSIFIER_FILE)
         schema = run.output_schema(self.produced_columns())
-        step = self.routed_step_with(run, schema, ClassifierFn(str(path), p.column_prefix, judged))
+        step = self.routed_step(run, schema, ClassifierFn(str(path), p.column_prefix, judged))
         run.execute([run.reader(), step, run.kept_writer(schema)])
         (run.output_dir / CLASSIFIER_FILE).write_bytes(path.read_bytes())  # kept with the data it scored
         return self._metadata(sample, clf, judged)
 
-    def routed_step_with(self, run: StageRun, schema: pa.Schema, fn: ClassifierFn):
-        from ..io.docsteps import RoutedStep
-
-        return RoutedStep(run.stage, self.name, fn, run.rejected_writer(schema), run.quarantine_writer(schema), batch_size=self.params.batch_size)
-
     def _judge_sample(self, run: StageRun) -> dict[str, Any]:
         """The stratified sample, judged (through the score cache, like any llm_judge stage)."""
-        meta = [{"domain": r["domain"], "length": len(r["text"] or "")}
-                for batch in iter_batches(run.input_files, columns=["domain", "text"]) for r in batch.to_pylist()]
+        meta = [{"domain": domain, "length": length or 0}
+                for batch in iter_batches(run.input_files, columns=["domain", "text"])
+                for domain, length in zip(batch.column(0).to_pylist(), pc.utf8_length(batch.column(1)).to_pylist())]
         wanted = set(stratified_sample(meta, self.params.sample_size, self.params.seed))
         docs, position = [], 0
         for batch in iter_batches(run.input_files):
