@@ -17,6 +17,8 @@ from .operators import StageFailed, did_you_mean
 from .spec import SpecError
 
 DEFAULT_HOME = ".dagster_home"
+# features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
+COMMAND_MODULES: list[str] = []
 
 
 def _parse_params(pairs: list[str]) -> dict:
@@ -111,22 +113,31 @@ def _project_root(arg: str) -> Path:
     return root
 
 
+def read_project_reporting(root: Path):
+    """The project's specs; every broken one is printed to stderr (file:line: why)."""
+    from .loader import read_project
+
+    project = read_project(root)
+    for problem in project.problems:
+        print(f"broken spec: {problem}", file=sys.stderr)
+    return project
+
+
 def cmd_status(args) -> int:
-    from .loader import load_pipeline_specs
     from .report import stage_table
 
     root = _project_root(args.project)
-    for spec in load_pipeline_specs(root):
+    project = read_project_reporting(root)
+    for spec in project.pipelines.values():
         print(stage_table(spec, root))
-    return 0
+    return 1 if project.problems else 0
 
 
 def cmd_rejected(args) -> int:
-    from .loader import load_pipeline_specs
     from .report import rejected_examples
 
     root = _project_root(args.project)
-    specs = {s.pipeline: s for s in load_pipeline_specs(root)}
+    specs = read_project_reporting(root).pipelines
     pipeline = args.pipeline or next(iter(specs), None)
     if pipeline not in specs:
         print(f"no pipeline {pipeline!r} in {root / 'assets'} (known: {sorted(specs)})", file=sys.stderr)
@@ -234,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("home", help="create the project's DAGSTER_HOME (telemetry off) and print it")
     p.set_defaults(func=cmd_home)
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
 
     args = parser.parse_args(argv)
     if args.func in (cmd_demo, cmd_home):  # only what talks to a Dagster instance gets one

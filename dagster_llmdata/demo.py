@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .loader import load_pipeline_specs, load_project
+from .loader import load_project, read_project
 from .logs import stderr_to
 from .report import stage_table
 from .sample_corpus import DEFAULT_DOCS, build_sample_corpus, write_bad_input
@@ -16,8 +16,13 @@ from .sensors import landing_entries
 
 
 def run_demo(root: Path, n_docs: int | None = None, pipeline: str = "sample") -> int:
-    specs = {s.pipeline: s for s in load_pipeline_specs(root)}
-    spec = specs[pipeline]
+    project = read_project(root)
+    for problem in project.problems:
+        print(f"broken spec (not loaded): {problem}")
+    if pipeline not in project.pipelines:
+        print(f"no pipeline {pipeline!r} in {root / 'assets'} (loaded: {sorted(project.pipelines)})")
+        return 2
+    spec = project.pipelines[pipeline]
     landing = root / spec.sources[0].landing
     if n_docs is not None or not landing.exists() or not any(landing.iterdir()):
         print(f"building the sample corpus in {landing} ...")

@@ -38,11 +38,6 @@ class LandingSensorSpec(BaseModel):
     default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
 
 
-class SensorsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sensors: list[LandingSensorSpec] = Field(default_factory=list, description="The sensors this file declares.")
-
-
 @dataclass
 class LandingScan:
     """What a pipeline's landing folders hold now."""

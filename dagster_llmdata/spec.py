@@ -129,10 +129,12 @@ def load_pipeline_spec(path: str | Path) -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_describe(path, node, exc)) from None
+        raise SpecError(describe_validation_error(path, node, exc)) from None
 
 
-def _describe(path: Path, node: yaml.Node | None, exc: ValidationError) -> str:
+def describe_validation_error(path: Path, node: yaml.Node | None, exc: ValidationError, prefix: list | None = None) -> str:
+    """One `file:line: field: message` per error; `node` is the YAML node the model was read
+    from, `prefix` the field path of that node in its file (for the message only)."""
     lines = []
     for err in exc.errors():
         loc = list(err["loc"])
@@ -141,7 +143,7 @@ def _describe(path: Path, node: yaml.Node | None, exc: ValidationError) -> str:
             param_path, msg = msg.removeprefix(PARAM_ERROR).split(": ", 1)
             loc += [int(p) if p.isdigit() else p for p in param_path.split(".")]
         line = _line_of(node, loc)
-        field = ".".join(str(p) for p in loc) or "(top level)"
+        field = ".".join(str(p) for p in (prefix or []) + loc) or "(top level)"
         lines.append(f"{path}:{line}: {field}: {msg}")
     return "\n".join(lines)
 

@@ -88,7 +88,7 @@ def test_first_stage_must_ingest(tmp_path):
 
 def test_every_spec_field_is_described():
     """What the Dagster UI, `llmdata ops` and the agent read about a spec: no field without words."""
-    from dagster_llmdata.sensors import SensorsFile
+    from dagster_llmdata.loader import SENSOR_KINDS
     from dagster_llmdata.spec import PipelineSpec
 
     def walk(schema: dict, defs: dict, where: str):
@@ -107,7 +107,7 @@ def test_every_spec_field_is_described():
             for v in prop:
                 yield from _refs(v)
 
-    for model in (PipelineSpec, SensorsFile):
+    for model in (PipelineSpec, *(kind.model for kind in SENSOR_KINDS.values())):
         schema = model.model_json_schema()
         walk(schema, schema.get("$defs", {}), model.__name__)
 

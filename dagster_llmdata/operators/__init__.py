@@ -26,6 +26,11 @@ def register_operator(cls: type[Operator]) -> type[Operator]:
     """Add an operator class to the registry (usable as a decorator for user plugins)."""
     if not getattr(cls, "name", None):
         raise ValueError(f"{cls.__name__} has no `name`")
+    known = REGISTRY.get(cls.name)
+    # the same class defined again (a module re-imported on reload) replaces itself; another one clashes
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"operator name {cls.name!r} is registered twice: by {known.__module__}.{known.__qualname__} "
+                         f"and by {cls.__module__}.{cls.__qualname__}; give one of them another `name`")
     REGISTRY[cls.name] = cls
     return cls
 
