@@ -4,7 +4,7 @@ file, line and field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -14,6 +14,7 @@ from .operators.ingest import Format
 from .stage_run import ExecutorConfig
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CRON = r"^\S+( \S+){4}$"  # five fields; Dagster checks the rest when it builds the condition
 PARAM_ERROR = "bad param "
 
 
@@ -64,6 +65,25 @@ class StageSpec(BaseModel):
         return self
 
 
+class AutomationSpec(BaseModel):
+    """Declarative automation of a pipeline's stages (Dagster's AutomationCondition), evaluated by
+    the daemon's automation sensor: no schedule or job needed."""
+
+    model_config = ConfigDict(extra="forbid")
+    condition: Literal["eager", "on_cron"] = Field(
+        description="`eager`: a stage materialises as soon as its upstream (or, for the first stage, a newly "
+        "landed partition) is updated; `on_cron`: once per cron tick, after every upstream has updated since.",
+    )
+    cron: str | None = Field(None, pattern=CRON, description="Cron string for `on_cron` (five fields), e.g. `0 2 * * *`.")
+    timezone: str = Field("UTC", min_length=1, description="Timezone of the cron string.")
+
+    @model_validator(mode="after")
+    def _cron_when_needed(self) -> AutomationSpec:
+        if (self.condition == "on_cron") != (self.cron is not None):
+            raise ValueError("`cron` is required with condition `on_cron` and only allowed with it")
+        return self
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipeline: str = Field(pattern=NAME, description="Pipeline name: the Dagster asset group and the asset key prefix.")
@@ -72,6 +92,7 @@ class PipelineSpec(BaseModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="How datatrove runs the stages.")
     sources: list[SourceSpec] = Field(min_length=1, description="Landing folders that feed the first (ingest) stage.")
     stages: list[StageSpec] = Field(min_length=1, description="The stages, in order; the first one must be `ingest`.")
+    automation: AutomationSpec | None = Field(None, description="Keep the stages fresh by Dagster's declarative automation.")
 
     @model_validator(mode="after")
     def _graph_is_sound(self) -> PipelineSpec:
