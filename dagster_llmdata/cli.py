@@ -20,6 +20,7 @@ DEFAULT_HOME = ".dagster_home"
 # features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
 COMMAND_MODULES: list[str] = [
     "dagster_llmdata.cli_ops",
+    "dagster_llmdata.instance",
 ]
 
 

@@ -85,15 +85,17 @@ def _read(path: Path) -> str:
 def open_instance(root: Path, create: bool):
     """The project's Dagster instance ($DAGSTER_HOME, else <project>/.dagster_home), or None when
     there is none yet and `create` is false."""
-    import dagster as dg
-
     from .cli import ensure_dagster_home
+    from .instance import InstanceUnavailable
+    from .instance import open_instance as open_checked
 
     home = Path(os.environ.get("DAGSTER_HOME") or root / DEFAULT_HOME)
     if not create and not (home / "dagster.yaml").exists():
         return None
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))
-    return dg.DagsterInstance.get()
+    try:
+        return open_checked(ensure_dagster_home(home))
+    except InstanceUnavailable as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _disk_times(spec: PipelineSpec, root: Path, stage: str) -> float | None:
@@ -173,6 +175,7 @@ def status_text(status: dict[str, Any], table: str, now: float) -> str:
     ])
 
 
+@_guarded
 def cmd_status(args) -> int:
     root, project = _project(args.project)
     instance = open_instance(root, create=False)

@@ -150,6 +150,8 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         partitions_def=partitions,
         can_subset=True,
         required_resource_keys=set(runtime_keys),
+        # stages fused into one step share it: the first pool named in the unit applies
+        pool=next((s.pool for s in unit if s.pool), None),
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key

@@ -47,6 +47,11 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The operator's params (validated against its schema).")
     input: str | None = Field(None, description="Upstream stage; defaults to the previous one (stages may branch).")
     description: str | None = Field(None, description="Shown in the Dagster UI; defaults to the operator's description.")
+    pool: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_/.-]+$", max_length=100,
+        description="Dagster concurrency pool the stage's step runs in; the instance limits how many run at once "
+        "(`llmdata instance --set-pool NAME=N`). For heavy stages: dedup over every partition, judges.",
+    )
 
     @model_validator(mode="after")
     def _known_operator_and_params(self) -> StageSpec:
