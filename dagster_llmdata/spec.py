@@ -100,6 +100,16 @@ class PipelineSpec(BaseModel):
     automation: AutomationSpec | None = Field(None, description="Keep the stages fresh by Dagster's declarative automation.")
 
     @model_validator(mode="after")
+    def _storage_is_a_folder(self) -> PipelineSpec:
+        if "://" in self.storage:
+            raise ValueError(
+                f"storage {self.storage!r}: a folder is needed (a local path, or a shared folder every Ray worker mounts "
+                "at the same path, e.g. /mnt/llmdata); object-store URIs are not supported, since the ledgers, partition "
+                "locks and fingerprints rely on a POSIX file system"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _graph_is_sound(self) -> PipelineSpec:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
