@@ -131,7 +131,19 @@ def _asset_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.DynamicPa
         kinds=set(op.kinds) | {"parquet"},
         metadata={"operator": op.name, "params": dg.MetadataValue.json(op.params.model_dump(mode="json"))},
         skippable=True,  # a stage after a broken ledger in a fused run is not materialised
+        automation_condition=automation_condition(ctx.spec),
     )
+
+
+def automation_condition(spec: PipelineSpec) -> dg.AutomationCondition | None:
+    """The pipeline's `automation:` as Dagster's condition, the same on every stage: eager runs a
+    newly landed partition's first stage and then each stage once its upstream has updated."""
+    auto = spec.automation
+    if auto is None:
+        return None
+    if auto.condition == "eager":
+        return dg.AutomationCondition.eager()
+    return dg.AutomationCondition.on_cron(auto.cron, auto.timezone)
 
 
 def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
@@ -163,8 +175,9 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         partitions_def=partitions,
         can_subset=True,
         required_resource_keys=set(runtime_keys),
-        # runs of a dedup stage queue in a pool (set its limit to 1); a stage-wide lock serialises them anyway
-        pool=f"{spec.pipeline}__{serial[0].name}" if serial else None,
+        # stages fused into one step share it: the first pool named in the unit applies; a dedup stage
+        # without one queues in its own pool (set its limit to 1); a stage-wide lock serialises it anyway
+        pool=next((s.pool for s in unit if s.pool), None) or (f"{spec.pipeline}__{serial[0].name}" if serial else None),
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key
