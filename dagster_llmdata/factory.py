@@ -113,6 +113,7 @@ def _compared_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.Dynami
         description=f"What `{stage.name}` compares each partition against: the kept data of the partitions that landed "
                     "before it (first landed keeps). A new data version here marks that partition stale.",
         skippable=True,
+        automation_condition=automation_condition(ctx.spec),  # materialised with its stage, never on its own
     )
 
 
