@@ -98,6 +98,7 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         input_files = list_parquet(upstream_dir)
         input_schema = None
         own = partition_folder(partition)
+        context["project_root"] = str(ctx.root)  # relative paths in params (eval sets) resolve against it
         context["stage_root"] = str(layout.stage_root(stage.name))
         context["partition"] = own
         context["peer_output_dirs"] = [

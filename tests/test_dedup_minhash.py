@@ -65,6 +65,9 @@ def test_signatures_are_batch_independent_and_estimate_jaccard(planted):
     whole = scheme.signatures(texts)
     assert np.array_equal(whole, np.concatenate([scheme.signatures(texts[:17]), scheme.signatures(texts[17:])]))
     assert np.array_equal(scheme.signatures(["", "one", texts[0]])[2], whole[0])
+    # a batch with fewer words than one n-gram hashes its short doc as a longer batch would
+    long_grams = MinhashScheme(Shingler("word", 13), bands=4, rows=2)
+    assert np.array_equal(long_grams.signatures(["two words"])[0], long_grams.signatures(["two words", texts[0]])[0])
     a, b = texts[0], texts[0].replace(" ", "  ", 3) + " and a tail"
     sa, sb = scheme.signatures([a, b])
     exact = jaccard(*Shingler("word", 3).sets([a, b]))

@@ -100,12 +100,14 @@ class Shingler:
             return unit_hash, unit_doc
         acc = np.zeros(m, dtype=_U64)
         with np.errstate(over="ignore"):
-            for k in range(n):
+            for k in range(min(n, m)):  # (a batch may hold fewer units than one n-gram)
                 shifted = np.zeros(m, dtype=_U64)
                 same = np.zeros(m, dtype=bool)
                 shifted[: m - k] = unit_hash[k:]
                 same[: m - k] = unit_doc[k:] == unit_doc[: m - k]
                 acc = acc * _BASE + np.where(same, shifted, _U64(0))  # order matters: a b != b a
+            if n > m:  # the steps skipped above, so the hash is the one a longer batch gives
+                acc = acc * _U64(pow(int(_BASE), n - m, 2**64))
             full = np.zeros(m, dtype=bool)
             if m >= n:
                 full[: m - n + 1] = unit_doc[n - 1 :] == unit_doc[: m - n + 1]

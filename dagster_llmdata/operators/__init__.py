@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from .base import (
     BatchFunction, CheckOutcome, DocFunction, Operator, OperatorParams, RuntimeSettings, StageFailed, has_batch_fn, is_streaming,
 )
+from .decontaminate import Decontaminate
 from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
@@ -16,6 +17,7 @@ from .language_id import LanguageId
 from .distilled_judge import DistilledJudge
 from .llm_judge import LlmJudge
 from .select import Select
+from .sentence_dedup import SentenceDedup
 from .quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from .text_ops import ExtractHtml, Normalize, PiiRedact
 
@@ -64,7 +66,7 @@ def describe_params_error(op_cls: type[Operator], exc: ValidationError) -> str:
 
 for _cls in (
     Ingest, ExtractHtml, Normalize, LanguageId, GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
-    ExactDedup, MinhashDedup, PiiRedact, ExportShards, LlmJudge, DistilledJudge, Select,
+    ExactDedup, MinhashDedup, SentenceDedup, Decontaminate, PiiRedact, ExportShards, LlmJudge, DistilledJudge, Select,
 ):
     register_operator(_cls)
 
