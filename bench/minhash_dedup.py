@@ -29,7 +29,10 @@ DATATROVE_DEFAULT = {"shingle": "word", "n_grams": 5, "num_buckets": 14, "hashes
 
 
 def peak_rss_mb() -> dict:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM: ru_maxrss would carry the parent's peak over fork + exec) and
+    the largest of its finished child processes (datatrove's workers)."""
+    status = Path("/proc/self/status").read_text()
+    own = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(children, 1)}
 
