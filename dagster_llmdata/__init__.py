@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .component import PipelineComponent
+from .datasets import dataset, dataset_files
 from .execute import StageOutcome, run_stage
 from .factory import (
     LEDGER_CHECK,
@@ -12,6 +13,10 @@ from .factory import (
 )
 from .ledger import Ledger
 from .loader import load_project
+from .mixture.feedback import FeedbackStore, report
+from .mixture.manifest import Manifest, read_manifest
+from .mixture.reader import MixtureDataset
+from .mixture.spec import MixtureSpec
 from .operators import (
     REGISTRY,
     Operator,
@@ -27,9 +32,13 @@ from .stage_run import ExecutorConfig, StageRun
 
 __all__ = [
     "ExecutorConfig",
+    "FeedbackStore",
     "LEDGER_CHECK",
     "LandingSensorSpec",
     "Ledger",
+    "Manifest",
+    "MixtureDataset",
+    "MixtureSpec",
     "Operator",
     "OperatorParams",
     "PipelineComponent",
@@ -45,10 +54,14 @@ __all__ = [
     "build_pipeline_assets",
     "build_pipeline_job",
     "build_sample_corpus",
+    "dataset",
+    "dataset_files",
     "get_operator",
     "load_pipeline_spec",
     "load_project",
     "partitions_def_for",
+    "read_manifest",
     "register_operator",
+    "report",
     "run_stage",
 ]

@@ -21,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .factory import build_pipeline_assets, build_pipeline_job
+from .mixture.assets import build_mixture
+from .mixture.spec import load_mixture_spec
 from .resources import default_resources
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .spec import PipelineSpec, SpecError, describe_validation_error, load_pipeline_spec
@@ -102,6 +104,7 @@ def _pipeline_named(project: Project, name: str) -> PipelineSpec:
 
 SPEC_KINDS: dict[str, SpecKind] = {
     "pipeline": SpecKind(load=load_pipeline_spec, name_of=lambda s: s.pipeline, build=_build_pipeline),
+    "mixture": SpecKind(load=load_mixture_spec, name_of=lambda s: s.mixture, build=build_mixture, order=1),
 }
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
