@@ -1,4 +1,4 @@
-"""`llmdata search`, `llmdata lance versions|cleanup|index`."""
+"""`llmdata search`, `llmdata lance versions|cleanup|index`, `llmdata reproduce`."""
 
 from __future__ import annotations
 
@@ -62,13 +62,31 @@ def cmd_lance(args) -> int:
             for v in store.versions():
                 print(f"{v['version']:>5}  {v['timestamp']}  rows {v['rows']:>9}  {' '.join(v['tags'])}")
         elif args.lance_cmd == "cleanup":
-            print(json.dumps(store.cleanup(timedelta(days=args.older_than_days)), indent=1, default=str))
+            from .mixture_input import pinned_versions
+
+            protect = pinned_versions(args.manifest, uri, table) if args.manifest else set()
+            print(json.dumps(store.cleanup(timedelta(days=args.older_than_days), protect), indent=1, default=str))
         elif args.lance_cmd == "index":
             print(json.dumps(store.ensure_indexes(0 if args.vector else 1 << 62), indent=1))
     except StoreError as exc:
         print(f"llmdata lance {args.lance_cmd}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_reproduce(args) -> int:
+    from ..mixture.manifest import ManifestError
+    from .reproduce import ReproduceError, reproduce
+
+    try:
+        result = reproduce(args.manifest, out=args.out, limit=args.limit)
+    except (ReproduceError, ManifestError, StoreError) as exc:
+        print(f"llmdata reproduce: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1))
+    if not result["matches"]:
+        print("llmdata reproduce: the rebuilt stream differs from the manifest's digest", file=sys.stderr)
+    return 0 if result["matches"] else 1
 
 
 def _table_args(p) -> None:
@@ -99,7 +117,14 @@ def add_commands(sub) -> None:
     q = lsub.add_parser("cleanup", help="delete old untagged versions; versions a manifest pins are kept")
     _table_args(q)
     q.add_argument("--older-than-days", type=float, default=7.0)
+    q.add_argument("--manifest", action="append", default=[], help="a mixture manifest whose pinned versions must survive (repeatable)")
     q = lsub.add_parser("index", help="build the full-text index (and with --vector the ANN index) now")
     _table_args(q)
     q.add_argument("--vector", action="store_true")
     p.set_defaults(func=cmd_lance)
+
+    p = sub.add_parser("reproduce", help="rebuild a mixture manifest's sample stream from its pinned inputs and check its digests")
+    p.add_argument("manifest", help="a manifest file (or a mixture's manifests folder: its latest)")
+    p.add_argument("--out", help="also write the stream (sample, domain, id, text) to this JSONL file")
+    p.add_argument("--limit", type=int, help="samples written to --out (default: the manifest's n_samples)")
+    p.set_defaults(func=cmd_reproduce)
