@@ -93,38 +93,29 @@ class SemanticDedup(Operator):
         with pq.ParquetWriter(tmp, schema, compression="zstd") as kept_writer, run.rejected_writer(schema) as rejected, \
                 run.quarantine_writer(schema) as quarantine:
             for batch in iter_batches(run.input_files, batch_size=p.batch_size):
-                rows = batch.to_pylist()
+                table = pa.Table.from_batches([batch])
                 try:
-                    vecs = embedder.embed([r.get("text") or "" for r in rows], batch_size=min(p.batch_size, 256))
+                    vecs = embedder.embed([t or "" for t in table.column("text").to_pylist()], batch_size=min(p.batch_size, 256))
                 except Exception as exc:  # a batch the model cannot take is quarantined, not fatal
-                    for r in rows:
+                    for r in table.to_pylist():
                         quarantine.write(mark_dropped(row_to_document(r), run.stage, f"error:{type(exc).__name__}", detail=str(exc)[:500]))
                     continue
-                other_d, other_ids = accepted.nearest(vecs) if accepted is not None else (np.full(len(rows), np.inf), [None] * len(rows))
-                own_d, own_ids = own.nearest(vecs)
-                keep = []
-                for i, row in enumerate(rows):
-                    # nearest accepted: other partitions, this partition's earlier batches, this batch so far
-                    cands = [(float(other_d[i]), other_ids[i]), (float(own_d[i]), own_ids[i])]
-                    if keep:
-                        sims = vecs[keep] @ vecs[i]
-                        j = int(sims.argmax())
-                        cands.append((float(1.0 - sims[j]), rows[keep[j]]["id"]))
-                    dist, kept_id = min(cands, key=lambda c: c[0])
-                    dist = max(dist, 0.0)  # float rounding: an exact copy may come out at -1e-7
-                    row["embedding"] = vecs[i].tolist()
-                    row["semantic_nn_distance"] = dist if np.isfinite(dist) else None
-                    if kept_id is not None and dist <= self.bound:
-                        n_dup += 1
-                        if len(examples) < 5:
-                            examples.append({"dropped_id": row["id"], "kept_id": kept_id, "distance": round(dist, 4), "text": _snippet(row.get("text"))})
-                        rejected.write(mark_dropped(row_to_document(row), run.stage, "semantic_duplicate", kept_id=str(kept_id),
-                                                    value=dist, threshold=self.bound))
-                    else:
-                        keep.append(i)
-                if keep:
-                    own.add(vecs[keep], [rows[i]["id"] for i in keep])
-                    kept_writer.write_table(pa.Table.from_pylist([rows[i] for i in keep], schema=schema))
+                ids = table.column("id").to_pylist()
+                dist, nearest = self._nearest(vecs, ids, accepted, own)
+                dup = dist <= self.bound
+                table = _with_columns(table, schema, vecs, dist)
+                keep = ~dup
+                if keep.any():
+                    own.add(vecs[keep], [i for i, k in zip(ids, keep) if k])
+                    kept_writer.write_table(table.filter(pa.array(keep)))
+                for i in np.flatnonzero(dup):
+                    n_dup += 1
+                    row = table.slice(int(i), 1).to_pylist()[0]
+                    if len(examples) < 5:
+                        examples.append({"dropped_id": ids[i], "kept_id": nearest[i], "distance": round(float(dist[i]), 4),
+                                         "text": _snippet(row.get("text"))})
+                    rejected.write(mark_dropped(row_to_document(row), run.stage, "semantic_duplicate", kept_id=str(nearest[i]),
+                                                value=float(dist[i]), threshold=self.bound))
         tmp.replace(run.output_dir / "part-00000.parquet")
         meta: dict[str, Any] = {"semantic_model": p.model, "semantic_bound": self.bound, "semantic_duplicates": n_dup,
                                 "semantic_examples": Table(["dropped_id", "kept_id", "distance", "text"], examples)}
@@ -135,6 +126,27 @@ class SemanticDedup(Operator):
             except StoreError as exc:
                 raise StageFailed(f"semantic_dedup: {exc}") from None
         return meta
+
+    def _nearest(self, vecs: np.ndarray, ids: list[str], accepted, own) -> tuple[np.ndarray, list[str | None]]:
+        """Each document's cosine distance to, and id of, its nearest accepted document: in other
+        partitions, in this partition's earlier batches, or earlier in this batch if that one is
+        kept itself (greedy keep-first, in input order)."""
+        dist, nearest = accepted.nearest(vecs) if accepted is not None else (np.full(len(ids), np.inf, dtype=np.float32), [None] * len(ids))
+        own_d, own_ids = own.nearest(vecs)
+        better = own_d < dist
+        dist = np.where(better, own_d, dist)
+        nearest = [o if b else n for n, o, b in zip(nearest, own_ids, better)]
+        sims = vecs @ vecs.T
+        kept: list[int] = []
+        for i in range(len(ids)):
+            if kept:
+                j = kept[int(sims[i, kept].argmax())]
+                d = 1.0 - float(sims[i, j])
+                if d < dist[i]:
+                    dist[i], nearest[i] = d, ids[j]
+            if not dist[i] <= self.bound:
+                kept.append(i)
+        return np.maximum(dist, 0.0), nearest  # float rounding: an exact copy may come out at -1e-7
 
     def _accepted_set(self, run: StageRun):
         """The persisted accepted set of other partitions, or None when there is nowhere to keep one."""
@@ -149,6 +161,16 @@ class SemanticDedup(Operator):
         partition = run.context.get("partition") or (Path(run.input_files[0]).name if run.input_files else f"run-{uuid.uuid4().hex[:8]}")
         table = f"accepted_{run.stage}".replace("/", "_")
         return AcceptedSet(uri, table, DIM, partition, p.index_min_rows)
+
+
+def _with_columns(table: pa.Table, schema: pa.Schema, vecs: np.ndarray, dist: np.ndarray) -> pa.Table:
+    """The batch with its `embedding` and `semantic_nn_distance` (null where nothing was accepted yet), in `schema`."""
+    produced = {
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), DIM),
+        "semantic_nn_distance": pa.array(np.where(np.isfinite(dist), dist, 0.0), pa.float32(), mask=~np.isfinite(dist)),
+    }
+    columns = [produced[f.name] if f.name in produced else table.column(f.name).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _snippet(text: str | None, n: int = 120) -> str:
