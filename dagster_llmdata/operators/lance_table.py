@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -84,15 +85,15 @@ class LanceTable(Operator):
                 batch_table = batch_table.filter(pa.array(keep_mask))
             if not batch_table.num_rows:
                 continue
-            if reuse and pc.all(pc.is_valid(batch_table.column("embedding"))).as_py():
-                import numpy as np
-
-                vecs = np.asarray(batch_table.column("embedding").to_pylist(), dtype=np.float32)
+            column = batch_table.column("embedding").combine_chunks() if reuse else None
+            if column is not None and column.null_count == 0:
+                vecs = np.asarray(column.flatten(), dtype=np.float32).reshape(-1, dim)  # flatten() honours a slice's offset
             else:
                 embedder = embedder or self._embedder(get_embedder)
                 vecs = embedder.embed([t or "" for t in batch_table.column("text").to_pylist()], batch_size=p.batch_size)
-            kept_batches.extend(batch_table.to_batches())
-            vectors.extend(_split(vecs, [b.num_rows for b in batch_table.to_batches()]))
+            batches = batch_table.to_batches()
+            kept_batches.extend(batches)
+            vectors.extend(_split(vecs, [b.num_rows for b in batches]))
         data = sample_rows(iter(kept_batches), iter(vectors), partition, run.stage, lineage, run_id, schema)
         store = SampleStore(uri, table, p.storage_options)
         try:

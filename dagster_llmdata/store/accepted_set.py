@@ -79,7 +79,7 @@ class AcceptedSet:
             self.memory = GrowingMatrix(dim)
             if self.rows:
                 data = self.table.search().select(["id", "vector"]).limit(None).to_arrow()
-                vecs = np.asarray(data.column("vector").combine_chunks().values, dtype=np.float32).reshape(-1, dim)
+                vecs = np.asarray(data.column("vector").combine_chunks().flatten(), dtype=np.float32).reshape(-1, dim)
                 self.memory.add(vecs, data.column("id").to_pylist())
 
     def nearest(self, vecs: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
