@@ -231,7 +231,7 @@ def _dagster_run(project: Path) -> subprocess.Popen:
     add = f"import dagster as dg; dg.DagsterInstance.get().add_dynamic_partitions('tiny_files', [{PARTITION!r}])"
     subprocess.run([sys.executable, "-c", add], env=env, check=True, cwd=project)
     dagster = Path(sys.executable).parent / "dagster"
-    return subprocess.Popen([str(dagster), "asset", "materialize", "-m", "dagster_llmdata.location", "--select", "tiny/*",
+    return subprocess.Popen([str(dagster), "asset", "materialize", "-m", "dagster_llmdata.location", "--select", "tiny/raw*",
                              "--partition", PARTITION], env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
