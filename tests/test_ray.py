@@ -119,10 +119,12 @@ def test_ray_executor_matches_local_ids_and_ledgers(ray_cluster, tmp_path, prose
     expected = _outputs(local)
     assert _outputs(on_ray) == expected
     assert expected["raw"]["quarantine"] == ["empty"] and expected["deduplicated"]["rejected"] == ["dup"]
-    # datatrove stages ran on Ray; export works in the step process and says so
-    assert meta["normalized"]["llmdata/executor"].value == "ray"
-    assert meta["near_deduplicated"]["llmdata/executor"].value == "ray"
-    assert "does not run on ray" in meta["shards"]["llmdata/executor"].value
+    # datatrove passes ran on Ray; the whole-dataset operators work in the step process and say so
+    assert meta["raw"]["llmdata/executor"].value == meta["normalized"]["llmdata/executor"].value == "ray"
+    assert meta["quality_filtered"]["llmdata/executor"].value == "ray"
+    for stage in ("deduplicated", "near_deduplicated", "shards"):
+        op = {"deduplicated": "exact_dedup", "near_deduplicated": "minhash_dedup", "shards": "export_shards"}[stage]
+        assert meta[stage]["llmdata/executor"].value == f"the step process (operator {op} does not run on ray)"
     logs = list((on_ray / "data/pipelines/tiny/normalized/work" / PARTITION).glob("logs-*/executor.json"))
     assert logs and '"cpus_per_task": 1' in logs[0].read_text()  # datatrove's RayPipelineExecutor wrote it
 
