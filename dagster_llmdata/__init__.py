@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .agent.agent import ProposalResult, propose
+from .agent.config import AgentConfig
+from .agent.intent import Intent, load_intent
 from .component import PipelineComponent
 from .execute import StageOutcome, run_stage
 from .factory import (
@@ -26,6 +29,11 @@ from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_
 from .stage_run import ExecutorConfig, StageRun
 
 __all__ = [
+    "AgentConfig",
+    "Intent",
+    "ProposalResult",
+    "load_intent",
+    "propose",
     "ExecutorConfig",
     "LEDGER_CHECK",
     "LandingSensorSpec",

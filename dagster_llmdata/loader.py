@@ -20,6 +20,8 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .agent.config import AgentConfig
+from .agent.sensor import build_agent
 from .factory import build_pipeline_assets, build_pipeline_job
 from .resources import default_resources
 from .sensors import LandingSensorSpec, build_landing_sensor
@@ -105,6 +107,7 @@ SPEC_KINDS: dict[str, SpecKind] = {
 }
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
+    "agent": SensorKind(model=AgentConfig, build=build_agent),
 }
 
 
