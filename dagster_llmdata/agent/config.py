@@ -22,7 +22,7 @@ class PlannerConfig(BaseModel):
 
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["agent"] = "agent"
+    type: Literal["agent"] = Field("agent", description="Sensor kind: the agent (intents in the inbox -> verified proposals).")
     name: str = Field("agent", pattern=r"^[A-Za-z0-9_]+$", max_length=100, description="Sensor name in Dagster.")
     inbox: str = Field("agent/inbox", description="Folder (relative to the project) where intents are dropped.")
     landing_root: str | None = Field(
@@ -30,17 +30,17 @@ class AgentConfig(BaseModel):
         "with `default_goal`.")
     default_goal: str = Field("a clean, deduplicated pre-training corpus with no personal data",
                               min_length=3, max_length=4000, description="Goal of proposals started by an uncovered landing folder.")
-    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig, description="Which planner writes the specs, and its model settings.")
     sample_docs: int = Field(1000, ge=10, le=100_000, description="Records sampled from the sources for profiling and the dry run.")
     max_repair_rounds: int = Field(2, ge=0, le=10, description="Re-plans after a failed verification (each recorded).")
-    bounds: Bounds = Field(default_factory=Bounds)
+    bounds: Bounds = Field(default_factory=Bounds, description="Survival, drop-rate, goal and cost bounds the dry run is held to.")
     allowed_roots: list[str] = Field(["."], min_length=1, description="Folders (relative to the project, or absolute) that specs may read and write under.")
     auto_approve: bool = Field(False, description="Move a verified proposal into assets/ and reload without `llmdata agent approve`.")
     add_landing_sensor: bool = Field(True, description="On approval, add a landing sensor for the new pipeline (sensors/agent_pipelines.yaml).")
     webserver_url: str = Field("http://127.0.0.1:3000", description="Dagster webserver whose code location an approval reloads.")
     location_name: str = Field("llmdata", min_length=1, description="The code location to reload.")
     minimum_interval_seconds: int = Field(30, ge=1, le=86_400, description="Seconds between two evaluations of the sensor.")
-    default_status: Literal["running", "stopped"] = "running"
+    default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
 
 
 def agent_config(root: Path) -> AgentConfig:

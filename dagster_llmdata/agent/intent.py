@@ -43,7 +43,7 @@ class Intent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     goal: str = Field(min_length=3, max_length=4000, description="What the dataset is for, in plain words.")
     sources: list[str] = Field(min_length=1, max_length=32, description="Landing folders (or files) of raw data, relative to the project root.")
-    constraints: Constraints = Field(default_factory=Constraints)
+    constraints: Constraints = Field(default_factory=Constraints, description="Optional limits: languages, quality, size, cost.")
     name: str | None = Field(None, pattern=NAME, max_length=64, description="Pipeline name for the proposal (default: from the goal).")
 
 
