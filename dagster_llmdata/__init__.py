@@ -6,6 +6,7 @@ from .agent.agent import ProposalResult, propose
 from .agent.config import AgentConfig
 from .agent.intent import Intent, load_intent
 from .component import PipelineComponent
+from .datasets import dataset, dataset_files
 from .execute import StageOutcome, run_stage
 from .factory import (
     LEDGER_CHECK,
@@ -15,6 +16,10 @@ from .factory import (
 )
 from .ledger import Ledger
 from .loader import load_project
+from .mixture.feedback import FeedbackStore, report
+from .mixture.manifest import Manifest, read_manifest
+from .mixture.reader import MixtureDataset
+from .mixture.spec import MixtureSpec
 from .operators import (
     REGISTRY,
     Operator,
@@ -35,9 +40,13 @@ __all__ = [
     "load_intent",
     "propose",
     "ExecutorConfig",
+    "FeedbackStore",
     "LEDGER_CHECK",
     "LandingSensorSpec",
     "Ledger",
+    "Manifest",
+    "MixtureDataset",
+    "MixtureSpec",
     "Operator",
     "OperatorParams",
     "PipelineComponent",
@@ -53,10 +62,14 @@ __all__ = [
     "build_pipeline_assets",
     "build_pipeline_job",
     "build_sample_corpus",
+    "dataset",
+    "dataset_files",
     "get_operator",
     "load_pipeline_spec",
     "load_project",
     "partitions_def_for",
+    "read_manifest",
     "register_operator",
+    "report",
     "run_stage",
 ]

@@ -10,6 +10,7 @@ import dagster as dg
 
 from .loader import load_project, read_project
 from .logs import stderr_to
+from .mixture.demo_step import materialise_mixtures
 from .report import stage_table
 from .sample_corpus import DEFAULT_DOCS, build_sample_corpus, write_bad_input
 from .sensors import landing_entries
@@ -48,6 +49,9 @@ def run_demo(root: Path, n_docs: int | None = None, pipeline: str = "sample") ->
     print()
     print(stage_table(spec, root))
     print(f"\n{len(keys)} partitions in {time.perf_counter() - start:.0f}s; failed: {failed or 'none'}")
+    mixture_lines = materialise_mixtures(root, defs, sorted(project.specs.get("mixture", {})), instance, log_path)
+    for line in mixture_lines:
+        print(line)
     print(f"Rejected docs (with text, stage, reason): {root / spec.storage / spec.pipeline}/<stage>/rejected/")
     print("Open the Dagster UI on this instance: make ui   (http://127.0.0.1:3000)")
-    return 1 if failed else 0
+    return 1 if failed or any("FAILED" in line for line in mixture_lines) else 0

@@ -107,7 +107,19 @@ def _asset_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.DynamicPa
         kinds=set(op.kinds) | {"parquet"},
         metadata={"operator": op.name, "params": dg.MetadataValue.json(op.params.model_dump(mode="json"))},
         skippable=True,  # a stage after a broken ledger in a fused run is not materialised
+        automation_condition=automation_condition(ctx.spec),
     )
+
+
+def automation_condition(spec: PipelineSpec) -> dg.AutomationCondition | None:
+    """The pipeline's `automation:` as Dagster's condition, the same on every stage: eager runs a
+    newly landed partition's first stage and then each stage once its upstream has updated."""
+    auto = spec.automation
+    if auto is None:
+        return None
+    if auto.condition == "eager":
+        return dg.AutomationCondition.eager()
+    return dg.AutomationCondition.on_cron(auto.cron, auto.timezone)
 
 
 def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
@@ -138,6 +150,8 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
         partitions_def=partitions,
         can_subset=True,
         required_resource_keys=set(runtime_keys),
+        # stages fused into one step share it: the first pool named in the unit applies
+        pool=next((s.pool for s in unit if s.pool), None),
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key

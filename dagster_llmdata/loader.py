@@ -23,7 +23,10 @@ from pydantic import BaseModel, ValidationError
 from .agent.config import AgentConfig
 from .agent.sensor import build_agent
 from .factory import build_pipeline_assets, build_pipeline_job
+from .mixture.assets import build_mixture
+from .mixture.spec import load_mixture_spec
 from .resources import default_resources
+from .schedules import FreshnessSpec, ScheduleSpec, build_freshness, build_schedule
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .spec import PipelineSpec, SpecError, describe_validation_error, load_pipeline_spec
 
@@ -96,6 +99,16 @@ def _build_landing(entry: LandingSensorSpec, project: Project, jobs: dict[str, A
     return Built(sensors=[build_landing_sensor(entry, spec, project.root, jobs[spec.pipeline])])
 
 
+def _build_schedule(entry: ScheduleSpec, project: Project, jobs: dict[str, Any]) -> Built:
+    spec = _pipeline_named(project, entry.pipeline)
+    return Built(schedules=[build_schedule(entry, spec, project.root, jobs[spec.pipeline])])
+
+
+def _build_freshness(entry: FreshnessSpec, project: Project, jobs: dict[str, Any]) -> Built:
+    checks, sensor = build_freshness(entry, _pipeline_named(project, entry.pipeline))
+    return Built(asset_checks=list(checks), sensors=[sensor])
+
+
 def _pipeline_named(project: Project, name: str) -> PipelineSpec:
     if name not in project.pipelines:
         raise SpecError(f"names unknown pipeline {name!r} (loaded: {sorted(project.pipelines) or 'none'})")
@@ -104,9 +117,12 @@ def _pipeline_named(project: Project, name: str) -> PipelineSpec:
 
 SPEC_KINDS: dict[str, SpecKind] = {
     "pipeline": SpecKind(load=load_pipeline_spec, name_of=lambda s: s.pipeline, build=_build_pipeline),
+    "mixture": SpecKind(load=load_mixture_spec, name_of=lambda s: s.mixture, build=build_mixture, order=1),
 }
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
+    "schedule": SensorKind(model=ScheduleSpec, build=_build_schedule),
+    "freshness": SensorKind(model=FreshnessSpec, build=_build_freshness),
     "agent": SensorKind(model=AgentConfig, build=build_agent),
 }
 
@@ -201,7 +217,7 @@ def load_project(root: str | Path | None = None) -> dg.Definitions:
     for path, entry in project.sensors:
         try:
             _extend(built, SENSOR_KINDS[entry.type].build(entry, project, jobs))
-        except (SpecError, KeyError) as exc:
+        except (SpecError, KeyError, ValueError, dg.DagsterInvalidDefinitionError) as exc:
             project.problems.append(SpecProblem(path, f"{path}: sensor {getattr(entry, 'name', None) or entry.type!r}: {exc.args[0]}"))
     if project.problems:  # shown only while something is broken, so a clean project's graph is its pipelines
         built.assets.append(_specs_asset(project))

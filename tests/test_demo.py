@@ -23,6 +23,7 @@ def test_demo_materialises_the_default_pipeline(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "failed: none" in out and "make ui" in out
+    assert "mixture sample_mix v" in out and "FAILED" not in out  # the default mixture over the shards
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isalpha() and len(line.split()) >= 6}
     raw, shards = rows["raw"], rows["shards"]
     assert int(raw[2]) >= 1500 and int(raw[5]) >= 5  # the broken landing file's lines are quarantined
