@@ -103,10 +103,11 @@ def test_cli_propose_prints_one_json_object_and_reject_keeps_a_record(pii_projec
 
 def test_a_failed_verification_is_repaired_and_every_round_recorded(tmp_path, prose):
     """Short documents: Gopher's default quality filter would drop nearly all of them; the
-    verifier says so, the planner relaxes that stage, the next round verifies."""
+    verifier says so, the planner relaxes that stage, the next round verifies (and, with
+    auto_approve, is approved at once)."""
     from .conftest import write_jsonl
 
-    root = agent_project(tmp_path / "proj", bounds={"max_stage_drop": 0.5})
+    root = agent_project(tmp_path / "proj", bounds={"max_stage_drop": 0.5}, auto_approve=True)
     sentences = [s.strip() + "." for text in prose for s in text.replace("\n", " ").split(". ") if 12 <= len(s.split()) <= 25]
     write_jsonl(root / "landing" / "notes" / "n.jsonl", [{"id": f"s{i}", "text": s} for i, s in enumerate(sentences[:40])])
     result = propose(load_intent(write_intent(root / "i.yaml", goal="English text", sources=["landing/notes"], name="notes")),
@@ -118,3 +119,6 @@ def test_a_failed_verification_is_repaired_and_every_round_recorded(tmp_path, pr
     assert any("gopher_quality relaxed" in n or "gopher_quality removed" in n for n in result.rounds[-1].notes)
     report = (root / "assets" / "proposed" / "notes.report.md").read_text()
     assert "## Round 0" in report and "## Round 1" in report and "stage_drop_too_high" in report
+    # auto_approve: the verified spec went straight into assets/ (no webserver to reload here)
+    assert result.approved["spec"] == str(root / "assets" / "notes.yaml") and (root / "assets" / "notes.yaml").exists() and not (root / "assets" / "proposed" / "notes.yaml").exists()
+    assert "notes" in read_project(root).pipelines

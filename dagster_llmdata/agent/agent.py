@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import stderr_to
+from ..spec import SpecError
 from .config import AgentConfig
 from .dry_run import DryRun, run_dry
-from .intent import Goals, Intent, default_name, read_goals
+from .intent import Intent, default_name, read_goals
 from .planner import DeterministicPlanner, Finding, Plan, Planner, PlannerError, PlanRequest
 from .profile import Profile, profile_samples
 from .sample import SourceSample, sample_source
@@ -206,6 +207,9 @@ def _finish(result: ProposalResult, root: Path, start: float, config: AgentConfi
     result.seconds = time.perf_counter() - start
     write_proposal(result, root)
     if config is not None and config.auto_approve and result.status == "verified":
-        result.approved = approve(result.name, root, config)
+        try:
+            result.approved = approve(result.name, root, config)
+        except SpecError as exc:  # the project changed under the run (a pipeline of that name appeared)
+            result.approved = {"error": str(exc)}
         write_proposal(result, root)
     return result

@@ -99,6 +99,8 @@ def approve(name: str, root: Path, config: AgentConfig, reload: bool = True) -> 
 
     report = load_report(root, name)
     src = proposed_dir(root) / f"{name}.yaml"
+    if report.get("approved") and not src.exists():
+        raise SpecError(f"proposal {name!r} was already approved: {report['approved'].get('spec')}")
     if report.get("status") != "verified" or not src.exists():
         raise SpecError(f"proposal {name!r} is {report.get('status')}, not verified: only a verified proposal can be approved")
     spec_data = yaml.safe_load(src.read_text())
