@@ -32,6 +32,8 @@ from .sensors import LandingSensorSpec, build_landing_sensor
 from .standalone import apply_operator
 from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
 from .stage_run import ExecutorConfig, StageRun
+from .store import Hit, SampleStore, StoreError, search_samples
+from .store.reproduce import ReproduceError, reproduce
 
 __all__ = [
     "AgentConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "load_intent",
     "propose",
     "ExecutorConfig",
+    "Hit",
     "FeedbackStore",
     "LEDGER_CHECK",
     "LandingSensorSpec",
@@ -70,6 +73,11 @@ __all__ = [
     "partitions_def_for",
     "read_manifest",
     "register_operator",
+    "reproduce",
+    "ReproduceError",
+    "SampleStore",
+    "search_samples",
+    "StoreError",
     "report",
     "run_stage",
 ]
