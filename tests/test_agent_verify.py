@@ -63,6 +63,7 @@ HOSTILE = {
     "unknown_param": lambda s: s["stages"][2]["params"].update(rm="-rf"),
     "model_path_outside": lambda s: s["stages"].append(
         {"name": "lid", "op": "language_id", "params": {"model_path": "/etc/passwd"}}),
+    "remote_uri": lambda s: s["stages"].append({"name": "store", "op": "lance_table", "params": {"uri": "s3://someone-elses/bucket"}}),
     "column_flow": lambda s: s["stages"].append({"name": "top", "op": "select", "params": {"column": "quality_score", "mode": "top_k", "k": 5}}),
     "not_a_mapping": None,
 }
@@ -79,7 +80,7 @@ def test_hostile_or_broken_specs_are_refused_with_the_reason(ctx, case):
         "shell_in_name": "shell_metacharacters", "shell_in_path": "shell_metacharacters", "enormous_param": "enormous_param",
         "enormous_string": "enormous_param", "existing_name": "name_clash", "bad_param_type": "param_invalid",
         "unknown_param": "param_invalid", "model_path_outside": "path_escape", "column_flow": "column_flow",
-        "not_a_mapping": "spec_shape",
+        "not_a_mapping": "spec_shape", "remote_uri": "path_escape",
     }[case]
     assert expected in failed, findings
 

@@ -29,7 +29,7 @@ MAX_STAGES = 40
 MAX_WORKERS = 64
 TOP_LEVEL = set(PipelineSpec.model_fields)
 # params that name files: they must stay under the allowed roots (`spacy:` tokenizers name no file)
-PATH_PARAMS = {"model_path", "tokenizer", "cache_dir", "classifier_path"}
+PATH_PARAMS = {"model_path", "tokenizer", "cache_dir", "classifier_path", "uri", "index_uri"}
 
 
 @dataclass
@@ -49,6 +49,9 @@ def check_path(value: Any, ctx: VerifyContext, what: str, scan_symlinks: bool = 
         return Finding("path_invalid", False, f"{what}: {value!r} is not a path", phase="security")
     if SHELL_META.search(value):
         return Finding("shell_metacharacters", False, f"{what}: {value!r} holds shell metacharacters", phase="security")
+    if "://" in value:
+        return Finding("path_escape", False, f"{what}: {value!r} is a remote URI; a proposal may only name local paths "
+                       "under the allowed roots", phase="security")
     path = Path(value)
     if ".." in path.parts:
         return Finding("path_escape", False, f"{what}: {value!r} climbs out with '..'", phase="security")
