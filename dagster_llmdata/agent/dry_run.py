@@ -84,7 +84,7 @@ def run_dry(spec: PipelineSpec, folder: Path, samples: dict[str, SourceSample], 
                                     raise_on_error=False)
             if not result.success:
                 errors += [e.message or "" for e in result.all_events if e.is_failure][:3]
-            _add_ledgers(out.ledger, result)
+            _add_ledgers(out.ledger, result, {s.name for s in spec.stages})
     out.seconds = time.perf_counter() - start
     if errors:
         out.findings.append(Finding("dry_run_failed", False, " | ".join(errors)[:2000], phase="dynamic"))
@@ -96,9 +96,12 @@ def run_dry(spec: PipelineSpec, folder: Path, samples: dict[str, SourceSample], 
     return out
 
 
-def _add_ledgers(ledger: dict[str, dict[str, Any]], result: dg.ExecuteInProcessResult) -> None:
+def _add_ledgers(ledger: dict[str, dict[str, Any]], result: dg.ExecuteInProcessResult, stages: set[str]) -> None:
+    """Per-stage counts summed over partitions (other assets a stage brings along are left out)."""
     for event in result.get_asset_materialization_events():
         stage = event.materialization.asset_key.path[-1]
+        if stage not in stages:
+            continue
         md = {k: v.value for k, v in event.materialization.metadata.items()}
         row = ledger.setdefault(stage, {"n_in": 0, "n_out": 0, "rejected": {}, "quarantined": {}, "seconds": 0.0,
                                         "ledger_check": True})
@@ -111,7 +114,7 @@ def _add_ledgers(ledger: dict[str, dict[str, Any]], result: dg.ExecuteInProcessR
             elif k.startswith("quarantined/"):
                 row["quarantined"][k[12:]] = row["quarantined"].get(k[12:], 0) + int(v)
     for evaluation in result.get_asset_check_evaluations():
-        if evaluation.check_name == LEDGER_CHECK:
+        if evaluation.check_name == LEDGER_CHECK and evaluation.asset_key.path[-1] in stages:
             row = ledger.setdefault(evaluation.asset_key.path[-1], {"ledger_check": True})
             row["ledger_check"] = row.get("ledger_check", True) and evaluation.passed
 

@@ -155,6 +155,13 @@ class DeterministicPlanner:
                 params["min_stop_words"] = 0  # datatrove's stop words are English
             if p.length_words.get("p50", 1000) < 100:
                 params["min_doc_words"] = 20  # short docs are the norm in this source
+            # technical text (changelogs, docs with code samples) has many words without letters:
+            # hold it to what the lower fifth of the sample reaches rather than Gopher's 0.8
+            low_alpha = p.alpha_word_share.get("p10", 1.0)
+            if low_alpha < 0.8:
+                params["max_non_alpha_words_ratio"] = round(max(0.5, low_alpha), 2)
+                notes.append(f"quality_filtered: letters in {low_alpha:.0%} of words at the sample's 10th percentile; "
+                             f"Gopher's 0.8 would drop technical text")
             add("gopher_quality", "quality_filtered", params, why="Gopher quality heuristics")
             if g.quality >= 0.7:
                 add("fineweb_quality", "web_filtered", why="FineWeb line heuristics (min_quality >= 0.7)")

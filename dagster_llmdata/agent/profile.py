@@ -49,6 +49,7 @@ class Profile:
     length_words: dict[str, float] = field(default_factory=dict)
     markup_share: float = 0.0
     code_share: float = 0.0
+    alpha_word_share: dict[str, float] = field(default_factory=dict)  # per doc: share of words with a letter (p10/p50/p90)
     exact_dup_rate: float = 0.0
     near_dup_rate: float = 0.0
     pii_doc_share: float = 0.0
@@ -76,6 +77,7 @@ def profile_texts(texts: list[str], langs: list[str] | None = None) -> Profile:
     chars = np.array([len(t) for t in texts], dtype=float)
     words = np.array([len(t.split()) for t in texts], dtype=float)
     p.length_chars, p.length_words = _distribution(chars), _distribution(words)
+    p.alpha_word_share = _distribution(np.array([alpha_share(t) for t in heads]))
     p.markup_share = _share(is_markup(t) for t in heads)
     p.code_share = _share(is_code(t) for t in heads)
     p.exact_dup_rate = exact_dup_rate(texts)
@@ -101,6 +103,12 @@ def _distribution(values: np.ndarray) -> dict[str, float]:
     q = np.percentile(values, [10, 50, 90])
     return {"min": float(values.min()), "p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2]),
             "max": float(values.max()), "mean": round(float(values.mean()), 1)}
+
+
+def alpha_share(text: str) -> float:
+    """Share of the words holding a letter (what Gopher's quality filter holds to 0.8)."""
+    words = text.split()
+    return sum(1 for w in words if any(c.isalpha() for c in w)) / len(words) if words else 0.0
 
 
 def is_markup(text: str) -> bool:
