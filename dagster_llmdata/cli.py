@@ -21,6 +21,8 @@ DEFAULT_HOME = ".dagster_home"
 COMMAND_MODULES: list[str] = [
     "dagster_llmdata.cli_ops",
     "dagster_llmdata.instance",
+    "dagster_llmdata.store.cli",
+    "dagster_llmdata.agent.cli",
 ]
 
 
