@@ -70,6 +70,15 @@ def summary() -> str:
                   f"**{g['batched_8_docs_per_s']} docs/s** batched by 8, {g['single_docs_per_s']} one at a time",
                   f"- model load {g['load_s']} s, RSS {g['rss_after_load_mb']} MB after load ({g['peak_rss_mb']} MB peak)",
                   f"- installing the extra: {g['install']['total_s']} s ({g['install']['pip_cache']})", ""]
+    if (a := load("agent")):
+        h, su = a["headline"], a["suite"]
+        lines += ["## Agent: intent -> verified proposal (deterministic planner)", "",
+                  f"One proposal on a {h['sample_docs']}-doc sample: {h['wall_s']} s, {h['status']} in {h['rounds']} round(s) "
+                  f"(target <= {h['target_s']} s). First proposal verified for {su['first_proposal_verified_share']:.0%} of "
+                  f"{su['intents']} intents (target >= {su['target_first_share']:.0%}); after repairs {su['verified_after_repairs_share']:.0%}.", "",
+                  "| intent | status | rounds | first round verified | survival | s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['intent']} | {r['status']} | {r['rounds']} | {r['first_round_verified']} | {r['survival']} | {r['seconds']} |" for r in su["runs"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -77,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory", "judge_client", "judge_cache",
-                                                   "distill_throughput", "cpu_judge"])
+                                                   "distill_throughput", "cpu_judge", "agent"])
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     k = 10 if args.quick else 1
@@ -91,6 +100,7 @@ def main() -> None:
             "judge_cache": ("judge_cache.py", "--docs", str(500 // k)),
             "distill_throughput": ("distill_throughput.py", "--docs", str(50_000 // k)),
             "cpu_judge": ("cpu_judge.py", "--docs", str(max(8, 48 // k))),
+            "agent": ("agent.py", "--sample_docs", str(max(100, 1000 // k))),
         }
         for name in args.only:
             run(*plan[name])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .agent.agent import ProposalResult, propose
+from .agent.config import AgentConfig
+from .agent.intent import Intent, load_intent
 from .component import PipelineComponent
 from .datasets import dataset, dataset_files
 from .execute import StageOutcome, run_stage
@@ -33,6 +36,11 @@ from .store import Hit, SampleStore, StoreError, search_samples
 from .store.reproduce import ReproduceError, reproduce
 
 __all__ = [
+    "AgentConfig",
+    "Intent",
+    "ProposalResult",
+    "load_intent",
+    "propose",
     "ExecutorConfig",
     "Hit",
     "FeedbackStore",
