@@ -18,7 +18,7 @@ from .spec import SpecError
 
 DEFAULT_HOME = ".dagster_home"
 # features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["dagster_llmdata.mixture.cli"]
 
 
 def _parse_params(pairs: list[str]) -> dict:

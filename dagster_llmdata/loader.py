@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .factory import build_pipeline_assets, build_pipeline_job
 from .mixture.assets import build_mixture
+from .mixture.sensor import TrainingFeedbackSensorSpec, build_feedback_sensor
 from .mixture.spec import load_mixture_spec
 from .resources import default_resources
 from .sensors import LandingSensorSpec, build_landing_sensor
@@ -108,6 +109,7 @@ SPEC_KINDS: dict[str, SpecKind] = {
 }
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
+    "training_feedback": SensorKind(model=TrainingFeedbackSensorSpec, build=build_feedback_sensor),
 }
 
 
