@@ -116,3 +116,31 @@ def test_doremi_with_reference_run(tmp_path, instance):
     reqs = {r.tags[RUN_TAG]: r for r in tick.run_requests}
     w = json.loads(next(iter(reqs["run1"].run_config["ops"].values()))["config"]["weights_json"])
     assert w["code"] > w["news"] == pytest.approx(w["prose"])
+
+
+def test_reweighter_writes_doc_weights_into_next_manifest(tmp_path, instance):
+    root, defs, job = _project(tmp_path, instance, algorithm="reweight")
+    store = FeedbackStore(root / "data/feedback/feedback.sqlite")
+    # the trainer saw prose docs: 0-9 are learned (low loss), 45-49 the high-loss tail (above the 95th percentile: 47-49)
+    doc_losses = {f"prose-{i}": (0.1 if i < 10 else 5.0 + i if i >= 45 else 2.0 + i / 100) for i in range(50)}
+    store.report("run1", 100, {"code": 2.0, "news": 2.0, "prose": 2.0}, mixture="mix", doc_losses=doc_losses)
+    tick = _tick(defs, instance)
+    assert len(tick.run_requests) == 1
+    req = tick.run_requests[0]
+    result = job.execute_in_process(instance=instance, run_config=req.run_config, tags=req.tags)
+    m = read_manifest(result.get_asset_materialization_events()[0].materialization.metadata["manifest"].value)
+    assert m.doc_weights["rows"] == 50
+    from collections import Counter
+
+    from dagster_llmdata.mixture.reader import MixtureDataset
+
+    seen = Counter(r["id"] for r in MixtureDataset(m, limit=3000) if r["domain"] == "prose")
+    middle = statistics_mean([seen[f"prose-{i}"] for i in range(10, 45)])
+    assert statistics_mean([seen[f"prose-{i}"] for i in range(10)]) < middle / 2
+    assert statistics_mean([seen[f"prose-{i}"] for i in range(47, 50)]) < middle / 2
+    # the prose domain, with many down-weighted documents, gives way to the others
+    assert m.domains["prose"]["mean_doc_weight"] < 1 and m.domains["prose"]["probability"] < m.domains["code"]["probability"] * 50 / 30
+
+
+def statistics_mean(values):
+    return sum(values) / len(values)
