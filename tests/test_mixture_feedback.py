@@ -164,3 +164,35 @@ def test_hf_callback_reports_eval_losses(tmp_path):
     assert store.losses_at("hf-run") == {"code": 2.0, "prose": 2.5}
     assert store.losses_at("hf-run", kind="target") == {"target": 2.5}
     assert cb.results[1].duplicates == 3 and store.runs()[0]["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_hf_callback_in_a_real_trainer(tmp_path):
+    """A tiny GPT-2 built from a config (no download) trained by transformers' Trainer with one
+    eval set per domain: the callback reports eval_<domain>_loss at each evaluation."""
+    torch = pytest.importorskip("torch")
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from dagster_llmdata.mixture.hf import feedback_callback
+
+    class Tokens(torch.utils.data.Dataset):
+        def __init__(self, seed, n=32):
+            g = torch.Generator().manual_seed(seed)
+            self.x = torch.randint(0, 50, (n, 16), generator=g)
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"input_ids": self.x[i], "labels": self.x[i]}
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4, eval_strategy="steps",
+                             eval_steps=3, logging_steps=3, report_to=[], use_cpu=True, save_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(0), eval_dataset={"code": Tokens(1), "prose": Tokens(2)},
+                      callbacks=[feedback_callback("hf", store=store, mixture="mix")])
+    trainer.train()
+    events = store.events_after(0)
+    assert {(e.step, e.key) for e in events} >= {(3, "code"), (3, "prose"), (6, "code"), (6, "prose")}
+    assert store.runs()[0]["status"] == "finished"
