@@ -26,7 +26,6 @@ uniform's final target loss, as mean and spread over seeds.
 from __future__ import annotations
 
 import itertools
-import math
 import statistics
 import sys
 import time

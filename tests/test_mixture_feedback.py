@@ -3,8 +3,6 @@ with the faults a trainer produces."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import sqlite3
 import subprocess
