@@ -18,7 +18,11 @@ from .spec import SpecError
 
 DEFAULT_HOME = ".dagster_home"
 # features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
-COMMAND_MODULES: list[str] = ["dagster_llmdata.mixture.cli"]
+COMMAND_MODULES: list[str] = [
+    "dagster_llmdata.cli_ops",
+    "dagster_llmdata.instance",
+    "dagster_llmdata.mixture.cli",
+]
 
 
 def _parse_params(pairs: list[str]) -> dict:
@@ -124,13 +128,9 @@ def read_project_reporting(root: Path):
 
 
 def cmd_status(args) -> int:
-    from .report import stage_table
+    from .cli_ops import cmd_status as status
 
-    root = _project_root(args.project)
-    project = read_project_reporting(root)
-    for spec in project.pipelines.values():
-        print(stage_table(spec, root))
-    return 1 if project.problems else 0
+    return status(args)
 
 
 def cmd_rejected(args) -> int:
@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON document: every operator with its param schema")
     p.set_defaults(func=cmd_ops)
 
-    p = sub.add_parser("status", help="per-stage docs in / kept / dropped / quarantined, from disk")
+    p = sub.add_parser("status", help="every pipeline: stages, docs in / kept / dropped / quarantined, last "
+                       "materialisation, ledgers, freshness; broken specs on stderr")
+    p.add_argument("--json", action="store_true", help="the same as one JSON document")
     p.add_argument("--project", default=".")
     p.set_defaults(func=cmd_status)
 

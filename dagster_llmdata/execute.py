@@ -38,6 +38,10 @@ def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     start = time.perf_counter()
     extra = op.run(run)
     seconds = time.perf_counter() - start
+    if run.executor.kind != "local":
+        # a whole-dataset operator that works in the step process itself (export, select) says so
+        extra["llmdata/executor"] = (run.executor.kind if run.executions else
+                                     f"the step process (operator {op.name} does not run on {run.executor.kind})")
     schema = read_schema(list_parquet(run.output_dir)) or run.output_schema(op.produced_columns())
     run.finalize(schema)
     extra.update(op.dataset_metadata(run))
@@ -74,6 +78,7 @@ def run_fused(chain: list[tuple[Operator, StageRun]]) -> list[StageOutcome]:
         run.input_files = upstream_files  # what this stage actually read, now that it exists
         ledger = count_ledger(count_rows(upstream_files), run.output_dir, run.rejected_dir, run.quarantine_dir)
         meta = {**op.metadata_from_stats(stats), **op.dataset_metadata(run), "llmdata/fused_with": [r.stage for _, r in chain],
+                **({"llmdata/executor": first.executor.kind} if first.executor.kind != "local" else {}),
                 "llmdata/fused_run_s": round(seconds, 3)}
         share = seconds * step_times[run.stage] / total_step_time
         outcomes.append(StageOutcome(ledger=ledger, seconds=share, schema=schema, metadata=meta, step_seconds=seconds))

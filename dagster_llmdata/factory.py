@@ -14,8 +14,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
 from .io.parquet_store import list_parquet, read_sample
-from .layout import PipelineLayout
+from .layout import PipelineLayout, partition_folder
 from .ledger import Ledger
 from .metadata import Markdown, Table
 from .materialise import (
@@ -24,6 +26,7 @@ from .materialise import (
     PipelineContext,
     StageReport,
     materialise_chain,
+    stage_run_for,
 )
 from .operators import StageFailed, get_operator, is_streaming
 from .report import drop_examples, explain_drop, funnel_markdown
@@ -95,11 +98,33 @@ def build_pipeline_job(spec: PipelineSpec):
     )
 
 
+def compared_key(spec: PipelineSpec, stage: str) -> dg.AssetKey:
+    """A serial (dedup) stage's companion asset: per partition, what that partition was compared
+    against (the kept data of the partitions that landed before it). Its data version changes
+    when one of those is rewritten or removed, which marks that partition of the stage stale."""
+    return dg.AssetKey([spec.pipeline, f"{stage}__compared_with"])
+
+
+def _compared_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.DynamicPartitionsDefinition) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        compared_key(ctx.spec, stage.name),
+        group_name=ctx.spec.pipeline,
+        partitions_def=partitions,
+        description=f"What `{stage.name}` compares each partition against: the kept data of the partitions that landed "
+                    "before it (first landed keeps). A new data version here marks that partition stale.",
+        skippable=True,
+        automation_condition=automation_condition(ctx.spec),  # materialised with its stage, never on its own
+    )
+
+
 def _asset_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.DynamicPartitionsDefinition) -> dg.AssetSpec:
     op = get_operator(stage.op)(stage.params)
+    deps = [asset_key(ctx.spec, stage.input)] if stage.input else []
+    if op.serial:
+        deps.append(compared_key(ctx.spec, stage.name))
     return dg.AssetSpec(
         asset_key(ctx.spec, stage.name),
-        deps=[asset_key(ctx.spec, stage.input)] if stage.input else [],
+        deps=deps,
         group_name=ctx.spec.pipeline,
         partitions_def=partitions,
         code_version=ctx.code_versions[stage.name],
@@ -107,7 +132,19 @@ def _asset_spec(ctx: PipelineContext, stage: StageSpec, partitions: dg.DynamicPa
         kinds=set(op.kinds) | {"parquet"},
         metadata={"operator": op.name, "params": dg.MetadataValue.json(op.params.model_dump(mode="json"))},
         skippable=True,  # a stage after a broken ledger in a fused run is not materialised
+        automation_condition=automation_condition(ctx.spec),
     )
+
+
+def automation_condition(spec: PipelineSpec) -> dg.AutomationCondition | None:
+    """The pipeline's `automation:` as Dagster's condition, the same on every stage: eager runs a
+    newly landed partition's first stage and then each stage once its upstream has updated."""
+    auto = spec.automation
+    if auto is None:
+        return None
+    if auto.condition == "eager":
+        return dg.AutomationCondition.eager()
+    return dg.AutomationCondition.on_cron(auto.cron, auto.timezone)
 
 
 def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
@@ -130,14 +167,18 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
 
     # operators with runtime settings (a judge's endpoint) get them from the resource of that name
     runtime_keys = sorted({key for s in unit if (key := get_operator(s.op).runtime_key)})
+    serial = [s for s in unit if get_operator(s.op).serial]
 
     @dg.multi_asset(
         name=name,
-        specs=[_asset_spec(ctx, s, partitions) for s in unit],
+        specs=[_compared_spec(ctx, s, partitions) for s in serial] + [_asset_spec(ctx, s, partitions) for s in unit],
         check_specs=check_specs,
         partitions_def=partitions,
         can_subset=True,
         required_resource_keys=set(runtime_keys),
+        # stages fused into one step share it: the first pool named in the unit applies; a dedup stage
+        # without one queues in its own pool (set its limit to 1); a stage-wide lock serialises it anyway
+        pool=next((s.pool for s in unit if s.pool), None) or (f"{spec.pipeline}__{serial[0].name}" if serial else None),
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key
@@ -156,11 +197,18 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
                 metadata = _metadata(report, upstream)
                 if i == len(reports) - 1:  # the last stage of the step shows the whole pipeline
                     metadata["pipeline_funnel"] = dg.MetadataValue.md(funnel_markdown(spec, ctx.root))
+                op = run_ctx.operator(stage)
+                if op.serial and compared_key(spec, stage.name) in context.selected_asset_keys:
+                    # first, so the stage's provenance records what it was compared against
+                    yield dg.MaterializeResult(asset_key=compared_key(spec, stage.name),
+                                               data_version=dg.DataVersion(op.compared_state(report.run) or "none"))
                 yield dg.MaterializeResult(
                     asset_key=key,
                     metadata=metadata,
                     data_version=dg.DataVersion(report.data_version),
                 )
+                if op.serial and not report.skipped:
+                    _mark_later_partitions(context, run_ctx, stage, partition, partitions)
                 yield _ledger_check(key, report.ledger)
                 checks = run_ctx.operator(stage).evaluate_checks(report.metadata) if get_operator(stage.op).checks else []
                 for outcome in checks:
@@ -172,6 +220,21 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
                     return  # blocking: nothing after a broken ledger is materialised
 
     return _unit
+
+
+def _mark_later_partitions(context: dg.AssetExecutionContext, ctx: PipelineContext, stage: StageSpec, partition: str,
+                           partitions: dg.DynamicPartitionsDefinition) -> None:
+    """A serial stage's partition changed: each partition that landed after it and compared
+    against it gets a new `compared_with` data version, so Dagster shows it stale."""
+    later = set(ctx.operator(stage).later_partitions(stage_run_for(ctx, stage, partition, require_input=False)[0]))
+    for key in context.instance.get_dynamic_partitions(partitions.name):
+        if key != partition and partition_folder(key) in later:
+            run, op = stage_run_for(ctx, stage, key, require_input=False)
+            context.log_event(dg.AssetMaterialization(
+                asset_key=compared_key(ctx.spec, stage.name), partition=key,
+                tags={DATA_VERSION_TAG: op.compared_state(run) or "none"},
+                description=f"partition {partition} that landed before it was re-materialised",
+            ))
 
 
 def _contiguous(unit: list[StageSpec], selected: list[StageSpec]) -> list[list[StageSpec]]:

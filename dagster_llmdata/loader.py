@@ -25,6 +25,7 @@ from .mixture.assets import build_mixture
 from .mixture.sensor import TrainingFeedbackSensorSpec, build_feedback_sensor
 from .mixture.spec import load_mixture_spec
 from .resources import default_resources
+from .schedules import FreshnessSpec, ScheduleSpec, build_freshness, build_schedule
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .spec import PipelineSpec, SpecError, describe_validation_error, load_pipeline_spec
 
@@ -97,6 +98,16 @@ def _build_landing(entry: LandingSensorSpec, project: Project, jobs: dict[str, A
     return Built(sensors=[build_landing_sensor(entry, spec, project.root, jobs[spec.pipeline])])
 
 
+def _build_schedule(entry: ScheduleSpec, project: Project, jobs: dict[str, Any]) -> Built:
+    spec = _pipeline_named(project, entry.pipeline)
+    return Built(schedules=[build_schedule(entry, spec, project.root, jobs[spec.pipeline])])
+
+
+def _build_freshness(entry: FreshnessSpec, project: Project, jobs: dict[str, Any]) -> Built:
+    checks, sensor = build_freshness(entry, _pipeline_named(project, entry.pipeline))
+    return Built(asset_checks=list(checks), sensors=[sensor])
+
+
 def _pipeline_named(project: Project, name: str) -> PipelineSpec:
     if name not in project.pipelines:
         raise SpecError(f"names unknown pipeline {name!r} (loaded: {sorted(project.pipelines) or 'none'})")
@@ -110,6 +121,8 @@ SPEC_KINDS: dict[str, SpecKind] = {
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
     "training_feedback": SensorKind(model=TrainingFeedbackSensorSpec, build=build_feedback_sensor),
+    "schedule": SensorKind(model=ScheduleSpec, build=_build_schedule),
+    "freshness": SensorKind(model=FreshnessSpec, build=_build_freshness),
 }
 
 
@@ -203,7 +216,7 @@ def load_project(root: str | Path | None = None) -> dg.Definitions:
     for path, entry in project.sensors:
         try:
             _extend(built, SENSOR_KINDS[entry.type].build(entry, project, jobs))
-        except (SpecError, KeyError) as exc:
+        except (SpecError, KeyError, ValueError, dg.DagsterInvalidDefinitionError) as exc:
             project.problems.append(SpecProblem(path, f"{path}: sensor {getattr(entry, 'name', None) or entry.type!r}: {exc.args[0]}"))
     if project.problems:  # shown only while something is broken, so a clean project's graph is its pipelines
         built.assets.append(_specs_asset(project))

@@ -98,6 +98,8 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         input_files = list_parquet(upstream_dir)
         input_schema = None
         own = partition_folder(partition)
+        context["stage_root"] = str(layout.stage_root(stage.name))
+        context["partition"] = own
         context["peer_output_dirs"] = [
             layout.stage_root(stage.name) / "data" / p for p in layout.partitions_on_disk(stage.name) if p != own
         ]
@@ -144,7 +146,9 @@ def materialise_chain(ctx: PipelineContext, stages: list[StageSpec], partition: 
     """Materialise `stages` (a linear chain, each the input of the next) for one partition.
     Holds the chain's partition locks throughout: a second run of the same partition waits, then
     finds the work done (same fingerprints) and skips."""
-    with partition_lock(ctx.layout, [s.name for s in stages], partition):
+    # a serial stage (dedup against earlier partitions) also holds its stage-wide lock
+    serial = [s.name for s in stages if get_operator(s.op).serial]
+    with stage_lock(ctx.layout, serial), partition_lock(ctx.layout, [s.name for s in stages], partition):
         return _materialise_locked(ctx, stages, partition, fuse)
 
 
@@ -191,7 +195,7 @@ def _materialise_locked(ctx: PipelineContext, stages: list[StageSpec], partition
 
 
 def _fingerprint(ctx: PipelineContext, stage: StageSpec, op: Operator, run: StageRun) -> str:
-    return fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}", run.input_files)
+    return fingerprint(f"{ctx.code_versions[stage.name]}|{op.code_version}|{op.compared_state(run)}", run.input_files)
 
 
 def _finish(stage: StageSpec, run: StageRun, fp: str, outcome: StageOutcome) -> StageReport:
@@ -216,6 +220,18 @@ def partition_lock(layout: PipelineLayout, stages: list[str], partition: str) ->
         for stage in stages:
             fd = _acquire(layout.lock_file(stage, partition), deadline, f"{stage}[{partition}]", timeout)
             held.callback(os.close, fd)  # closing the descriptor releases the lock
+        yield
+
+
+@contextlib.contextmanager
+def stage_lock(layout: PipelineLayout, stages: list[str]) -> Iterator[None]:
+    """An exclusive lock per stage, over all its partitions (taken before any partition lock)."""
+    timeout = _lock_timeout()
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as held:
+        for stage in stages:
+            fd = _acquire(layout.stage_root(stage) / "work" / ".locks" / "_stage.lock", deadline, f"{stage}[all partitions]", timeout)
+            held.callback(os.close, fd)
         yield
 
 

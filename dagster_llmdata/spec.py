@@ -4,7 +4,7 @@ file, line and field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -14,6 +14,7 @@ from .operators.ingest import Format
 from .stage_run import ExecutorConfig
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CRON = r"^\S+( \S+){4}$"  # five fields; Dagster checks the rest when it builds the condition
 PARAM_ERROR = "bad param "
 
 
@@ -46,6 +47,11 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The operator's params (validated against its schema).")
     input: str | None = Field(None, description="Upstream stage; defaults to the previous one (stages may branch).")
     description: str | None = Field(None, description="Shown in the Dagster UI; defaults to the operator's description.")
+    pool: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_/.-]+$", max_length=100,
+        description="Dagster concurrency pool the stage's step runs in; the instance limits how many run at once "
+        "(`llmdata instance --set-pool NAME=N`). For heavy stages: dedup over every partition, judges.",
+    )
 
     @model_validator(mode="after")
     def _known_operator_and_params(self) -> StageSpec:
@@ -64,6 +70,25 @@ class StageSpec(BaseModel):
         return self
 
 
+class AutomationSpec(BaseModel):
+    """Declarative automation of a pipeline's stages (Dagster's AutomationCondition), evaluated by
+    the daemon's automation sensor: no schedule or job needed."""
+
+    model_config = ConfigDict(extra="forbid")
+    condition: Literal["eager", "on_cron"] = Field(
+        description="`eager`: a stage materialises as soon as its upstream (or, for the first stage, a newly "
+        "landed partition) is updated; `on_cron`: once per cron tick, after every upstream has updated since.",
+    )
+    cron: str | None = Field(None, pattern=CRON, description="Cron string for `on_cron` (five fields), e.g. `0 2 * * *`.")
+    timezone: str = Field("UTC", min_length=1, description="Timezone of the cron string.")
+
+    @model_validator(mode="after")
+    def _cron_when_needed(self) -> AutomationSpec:
+        if (self.condition == "on_cron") != (self.cron is not None):
+            raise ValueError("`cron` is required with condition `on_cron` and only allowed with it")
+        return self
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipeline: str = Field(pattern=NAME, description="Pipeline name: the Dagster asset group and the asset key prefix.")
@@ -72,6 +97,17 @@ class PipelineSpec(BaseModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="How datatrove runs the stages.")
     sources: list[SourceSpec] = Field(min_length=1, description="Landing folders that feed the first (ingest) stage.")
     stages: list[StageSpec] = Field(min_length=1, description="The stages, in order; the first one must be `ingest`.")
+    automation: AutomationSpec | None = Field(None, description="Keep the stages fresh by Dagster's declarative automation.")
+
+    @model_validator(mode="after")
+    def _storage_is_a_folder(self) -> PipelineSpec:
+        if "://" in self.storage:
+            raise ValueError(
+                f"storage {self.storage!r}: a folder is needed (a local path, or a shared folder every Ray worker mounts "
+                "at the same path, e.g. /mnt/llmdata); object-store URIs are not supported, since the ledgers, partition "
+                "locks and fingerprints rely on a POSIX file system"
+            )
+        return self
 
     @model_validator(mode="after")
     def _graph_is_sound(self) -> PipelineSpec:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,16 @@ class ExecutorConfig(BaseModel):
         description="How worker processes start: forkserver is safe inside Dagster's threaded run worker; fork starts faster.",
     )
     fuse: bool = Field(True, description="Run consecutive per-document stages in one datatrove pass (each still its own asset).")
+    # kind: ray only; runtime settings, so they are not part of any stage's code version
+    address: str | None = Field(
+        None, min_length=1,
+        description="Ray: the cluster to join (`auto`, `127.0.0.1:6379`, `ray://head:10001`); default $RAY_ADDRESS, "
+        "else a local Ray started in the step process. Datasets must be on storage every node reaches (a shared folder).",
+    )
+    cpus_per_task: float = Field(1, gt=0, le=1024, description="Ray: CPUs reserved for each task.")
+    memory_per_task_gb: float = Field(2, gt=0, le=4096, description="Ray: memory reserved for each task, in GB.")
+    task_timeout_s: int | None = Field(None, ge=1, description="Ray: a task running longer is killed (the stage then fails, naming it).")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray: runtime_env for the tasks (e.g. pip packages on a cluster without them).")
 
 
 @dataclass
@@ -55,6 +64,11 @@ class StageRun:
         if self.input_schema is None:
             self.input_schema = read_schema(self.input_files) or CORE_SCHEMA
         self._executions = 0
+
+    @property
+    def executions(self) -> int:
+        """How many datatrove pipelines this stage ran on its executor (0: it worked in-process)."""
+        return self._executions
 
     def reset_outputs(self) -> None:
         """A re-materialisation replaces the partition's outputs, never mixes old and new parts."""
@@ -93,26 +107,15 @@ class StageRun:
         tasks = tasks or self.tasks
         workers = min(self.executor.workers, tasks)
         if self.executor.kind == "ray":
-            try:
-                import ray  # noqa: F401
-            except ImportError:
-                raise RuntimeError("executor kind 'ray' needs Ray: pip install 'dagster-llmdata[ray]'") from None
-            from datatrove.executor import RayPipelineExecutor
+            from .ray_executor import run_on_ray
 
-            executor = RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
-        else:
-            from datatrove.executor import LocalPipelineExecutor
+            return stats_to_dict(run_on_ray(pipeline, tasks, workers, logging_dir, self.executor))
+        from datatrove.executor import LocalPipelineExecutor
 
-            executor = LocalPipelineExecutor(
-                pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                start_method=self.executor.start_method,
-            )
-        stats = executor.run()
-        if stats is None and (logging_dir / "stats.json").exists():  # Ray's run() only saves them
-            from datatrove.utils.stats import PipelineStats
-
-            stats = PipelineStats.from_json(json.loads((logging_dir / "stats.json").read_text()))
-        return stats_to_dict(stats)
+        executor = LocalPipelineExecutor(
+            pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), start_method=self.executor.start_method,
+        )
+        return stats_to_dict(executor.run())
 
     def finalize(self, schema: pa.Schema) -> None:
         """Every dataset folder ends with at least one file, so downstream knows its schema; the
@@ -138,9 +141,15 @@ def stats_to_dict(stats) -> dict[str, dict[str, float]]:
     if stats is None:
         return out
     for step in stats.stats:
-        values = {}
-        for key, metric in step.stats.items():
-            values[key] = float(getattr(metric, "total", metric))
-        values["time_s"] = float(step.time_stats.total)  # summed over tasks: CPU-seconds
+        values = {key: _total(metric) for key, metric in step.stats.items()}
+        values["time_s"] = _total(step.time_stats)  # summed over tasks: CPU-seconds
         out[step.name.split(": ", 1)[-1]] = values  # "TYPE: name" -> name
     return out
+
+
+def _total(metric) -> float:
+    """A stat's total: a MetricStats in memory, a dict or a bare number once read back from JSON
+    (the Ray executor's stats come back that way)."""
+    if isinstance(metric, dict):
+        return float(metric.get("total", 0))
+    return float(getattr(metric, "total", metric))

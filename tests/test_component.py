@@ -34,7 +34,8 @@ def test_pipeline_component_loads_from_a_defs_folder(tmp_path, monkeypatch, pros
 
     defs = dg.load_from_defs_folder(path_within_project=project)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {f"tiny/{s}" for s in ("raw", "normalized", "deduplicated", "near_deduplicated", "quality_filtered", "redacted", "shards")}
+    assert keys == {f"tiny/{s}" for s in ("raw", "normalized", "deduplicated", "near_deduplicated", "quality_filtered", "redacted", "shards",
+                                          "deduplicated__compared_with", "near_deduplicated__compared_with")}
     assert [s.name for s in defs.sensors] == ["tiny_landing"]
 
     with dg.instance_for_test() as instance:

@@ -217,3 +217,48 @@ def test_lock_wait_times_out_naming_the_holder_and_a_dead_holder_frees_it(projec
         holder.wait()
     (report,) = materialise_chain(ctx, [spec.stage("raw")], PARTITION)
     assert not report.skipped and report.ledger.n_in == 15 and report.ledger.n_out == 15
+
+
+TINY_STAGES = ["raw", "normalized", "deduplicated", "near_deduplicated", "quality_filtered", "redacted", "shards"]
+
+
+def _dagster_run(project: Path) -> subprocess.Popen:
+    """A real Dagster run of every stage for PARTITION, as deployed: `dagster asset materialize`
+    (the run process, a subprocess per step) against the project's own instance."""
+    home = project / "dagster_home_run"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDATA_PROJECT": str(project)}
+    add = f"import dagster as dg; dg.DagsterInstance.get().add_dynamic_partitions('tiny_files', [{PARTITION!r}])"
+    subprocess.run([sys.executable, "-c", add], env=env, check=True, cwd=project)
+    dagster = Path(sys.executable).parent / "dagster"
+    return subprocess.Popen([str(dagster), "asset", "materialize", "-m", "dagster_llmdata.location", "--select", "tiny/raw*",
+                             "--partition", PARTITION], env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_dagster_run_mid_stage_then_rerun_matches_uninterrupted(project, tmp_path_factory):
+    baseline = tmp_path_factory.mktemp("dagster-baseline") / "project"
+    shutil.copytree(project, baseline)
+    proc = _dagster_run(baseline)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    expected = ids_per_stage(baseline, TINY_STAGES)
+
+    # killed (run process and step subprocesses, the whole group) while MinHash is at work
+    proc = _dagster_run(project)
+    minhash = project / "data/pipelines/tiny/near_deduplicated"
+    deadline = time.time() + 600
+    while not (minhash / "work" / PARTITION).exists():
+        assert proc.poll() is None, "the run ended before MinHash started"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (minhash / "data" / PARTITION / "_ledger.json").exists()
+    assert (project / "data/pipelines/tiny/deduplicated/data" / PARTITION / "_ledger.json").exists()
+
+    proc = _dagster_run(project)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert ids_per_stage(project, TINY_STAGES) == expected

@@ -20,6 +20,7 @@ DROP_FIELDS = [
     pa.field("stage", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("kept_id", pa.string()),  # for duplicates: the id of the doc kept in its place
+    pa.field("kept_partition", pa.string()),  # and the partition that doc is in
     pa.field("value", pa.float64()),  # the measured value that failed (word count, ratio, score)
     pa.field("threshold", pa.float64()),  # and the bound it failed
 ]

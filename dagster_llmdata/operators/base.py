@@ -119,6 +119,9 @@ class Operator(ABC):
     runtime_key: ClassVar[str | None] = None
     # the operator's own non-blocking checks, name -> what they check (see `evaluate_checks`)
     checks: ClassVar[dict[str, str]] = {}
+    # runs of its stage over different partitions never overlap (a dedup that reads what the
+    # partitions before it kept): materialisation holds a stage-wide lock around them
+    serial: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -147,6 +150,11 @@ class Operator(ABC):
             fn = self.batch_fn() if has_batch_fn(type(self)) else self.doc_fn()
         batch_size = self.params.batch_size if isinstance(fn, BatchFunction) else None
         return RoutedStep(run.stage, self.name, fn, run.rejected_writer(schema), run.quarantine_writer(schema), batch_size=batch_size)
+
+    def compared_state(self, run: StageRun) -> str:
+        """A digest of what the stage reads besides its input files (the partitions a dedup
+        compares against); it goes into the fingerprint, so a change there re-runs the stage."""
+        return ""
 
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)

@@ -1,28 +1,93 @@
-"""exact_dedup and minhash_dedup. A dropped duplicate records the id of the doc kept in its place."""
+"""exact_dedup and minhash_dedup: within a partition and, through the stage's persistent index
+(`dagster_llmdata.dedup.index`), against every partition that landed before it. First landed
+keeps; a dropped duplicate records `kept_id` and `kept_partition` of the doc kept in its place."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
-from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
-from ..io.docsteps import DatasetWriter, mark_dropped, row_to_document
+from ..dedup.index import DedupIndex, IndexEntry, take_rows
+from ..dedup.minhash import MinhashScheme
+from ..dedup.near import entry_arrays, find_near_duplicates, signatures_of
+from ..dedup.shingles import Shingler
+from ..io.docsteps import mark_dropped, row_to_document
 from ..io.parquet_store import iter_batches, list_parquet
 from ..stage_run import StageRun
-from .base import DatatroveLanguage, Operator, OperatorParams
+from .base import Operator, OperatorParams
 
 _SPACE = re.compile(r"\s+")
+READ_BATCH = 1024
+
+
+class DedupOperator(Operator):
+    """A whole-dataset dedup: runs of its stage over different partitions never overlap (each
+    must see what the one before it kept), and what it compared against is in its fingerprint."""
+
+    serial = True
+    index_kind: ClassVar[str]
+    kinds = ("dedup",)
+
+    def index(self, run: StageRun) -> DedupIndex | None:
+        """The stage's index when the run has one (a pipeline stage) and the params want it."""
+        stage_root = run.context.get("stage_root")
+        if stage_root is None or not self.params.across_partitions:
+            return None
+        return DedupIndex(Path(stage_root), self.index_kind, self.code_version, self.build_entry)
+
+    def compared_state(self, run: StageRun) -> str:
+        index = self.index(run)
+        return index.compared_state(run.context["partition"]) if index is not None else ""
+
+    def later_partitions(self, run: StageRun) -> list[str]:
+        """Partitions that landed after this run's: the ones its result may change."""
+        index = self.index(run)
+        return index.later_partitions(run.context["partition"]) if index is not None else []
+
+    def build_entry(self, kept_files: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def route(self, run: StageRun, schema: pa.Schema, kept: np.ndarray, kept_id: list, kept_partition: list,
+              reason: str, add=None) -> None:
+        """Second pass over the input: kept rows to the dataset, the others to rejected with the
+        doc kept in their place. `add(row, ordinal)` fills the operator's own columns."""
+        ordinal = 0
+        with run.kept_writer(schema) as kept_out, run.rejected_writer(schema) as rejected:
+            for batch in iter_batches(run.input_files, READ_BATCH):
+                for row in batch.to_pylist():
+                    if add is not None:
+                        add(row, ordinal)
+                    doc = row_to_document(row)
+                    if kept[ordinal]:
+                        kept_out.write(doc)
+                    else:
+                        doc = mark_dropped(doc, run.stage, reason, kept_id=kept_id[ordinal])
+                        doc.metadata["kept_partition"] = kept_partition[ordinal]
+                        rejected.write(doc)
+                    ordinal += 1
+
+
+def _texts(files: list[str]) -> list[list[str]]:
+    return (batch.column("text").to_pylist() for batch in iter_batches(files, READ_BATCH, columns=["text"]))
+
+
+def _none_to_empty(texts: list[str | None]) -> list[str]:
+    return [t or "" for t in texts]
+
+
+# -- exact ---------------------------------------------------------------------------------------
 
 
 class ExactDedupParams(OperatorParams):
     lowercase: bool = Field(False, description="Compare texts case-insensitively.")
     collapse_whitespace: bool = Field(True, description="Compare texts with runs of whitespace collapsed to one space and the ends trimmed.")
-    across_partitions: bool = Field(True, description="Also drop docs whose text was already kept in another partition of this stage.")
+    across_partitions: bool = Field(True, description="Also drop docs whose text was kept by a partition of this stage that landed earlier (first landed keeps).")
 
 
 def content_hash(text: str, lowercase: bool, collapse_whitespace: bool) -> str:
@@ -33,131 +98,154 @@ def content_hash(text: str, lowercase: bool, collapse_whitespace: bool) -> str:
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass"))
 
 
-class ExactDedupStep(PipelineStep):
-    """Keeps the first doc of each content hash; later copies go to the rejected dataset."""
-
-    name = "🫂 exact dedup"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, stage: str, params: ExactDedupParams, seen: dict[str, str], rejected: DatasetWriter):
-        super().__init__()
-        self.stage, self.params, self.seen, self.rejected = stage, params, seen, rejected
-
-    def run(self, data, rank: int = 0, world_size: int = 1):
-        with self.rejected as rejected:
-            for doc in data:
-                self.stat_update("total")
-                h = content_hash(doc.text, self.params.lowercase, self.params.collapse_whitespace)
-                doc.metadata["content_hash"] = h
-                kept = self.seen.get(h)
-                if kept is None:
-                    self.seen[h] = doc.id
-                    self.stat_update("forwarded")
-                    yield doc
-                else:
-                    self.stat_update("dropped_exact_duplicate")
-                    rejected.write(mark_dropped(doc, self.stage, "exact_duplicate", kept_id=kept), rank)
+def _split_hashes(hexes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """128-bit hex digests -> (high, low) uint64 halves."""
+    hi = np.fromiter((int(h[:16], 16) for h in hexes), dtype=np.uint64, count=len(hexes))
+    lo = np.fromiter((int(h[16:], 16) for h in hexes), dtype=np.uint64, count=len(hexes))
+    return hi, lo
 
 
-class ExactDedup(Operator):
+def _sorted_hash_arrays(hi: np.ndarray, lo: np.ndarray) -> dict[str, np.ndarray]:
+    order = np.lexsort((lo, hi))
+    return {"hi": hi[order], "lo": lo[order], "row": order.astype(np.int64)}
+
+
+class ExactDedup(DedupOperator):
     name = "exact_dedup"
-    version = "1"
+    version = "2"
     description = (
-        "Drop docs whose text (whitespace-collapsed, optionally lowercased) is identical to an earlier doc, "
-        "within the partition and against docs already kept in the stage's other partitions. Adds "
-        "`content_hash`; each dropped copy records `kept_id`."
+        "Drop docs whose text (whitespace-collapsed, optionally lowercased) equals an earlier doc's: within the "
+        "partition and against the docs kept by partitions of this stage that landed before it (an on-disk "
+        "index of sorted 128-bit hashes; memory grows with the partition, not the corpus). First landed keeps. "
+        "Adds `content_hash`; each dropped copy records `kept_id` and `kept_partition`."
     )
     Params = ExactDedupParams
     produces = {"content_hash": pa.string()}
-    kinds = ("datatrove", "dedup")
+    index_kind = "exact"
+
+    def _hash(self, text: str | None) -> str:
+        return content_hash(text or "", self.params.lowercase, self.params.collapse_whitespace)
+
+    def build_entry(self, kept_files: list[str]) -> dict[str, np.ndarray]:
+        hexes = [self._hash(t) for texts in _texts(kept_files) for t in texts]
+        return _sorted_hash_arrays(*_split_hashes(hexes))
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        seen: dict[str, str] = {}
-        if self.params.across_partitions:
-            for folder in run.context.get("peer_output_dirs", []):
-                files = [f for f in list_parquet(folder) if "content_hash" in pq.read_schema(f).names]
-                for batch in iter_batches(files, batch_size=65536, columns=["content_hash", "id"]):
-                    seen.update(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
-        n_peer = len(seen)
-        schema = run.output_schema(self.produced_columns())
-        step = ExactDedupStep(run.stage, self.params, seen, run.rejected_writer(schema))
-        # one global view of hashes: a single task
-        run.execute([run.reader(), step, run.kept_writer(schema)], tasks=1)
-        return {"hashes_from_other_partitions": n_peer}
+        ids: list[str] = []
+        hexes: list[str] = []
+        for batch in iter_batches(run.input_files, 8192, columns=["id", "text"]):
+            ids += [str(i) for i in batch.column(0).to_pylist()]
+            hexes += [self._hash(t) for t in batch.column(1).to_pylist()]
+        n = len(ids)
+        hi, lo = _split_hashes(hexes)
+        kept = np.ones(n, dtype=bool)
+        kept_id: list[str | None] = [None] * n
+        kept_partition: list[str | None] = [None] * n
+        partition = run.context.get("partition")
+        # within the partition: the first row of each hash keeps
+        order = np.lexsort((np.arange(n), lo, hi))
+        same = np.zeros(n, dtype=bool)  # sorted position holds the same hash as the one before
+        same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+        first_of = np.maximum.accumulate(np.where(same, 0, np.arange(n)))  # position of the run's first row
+        for pos in np.flatnonzero(same):
+            row, first = order[pos], order[first_of[pos]]
+            kept[row], kept_id[row], kept_partition[row] = False, ids[first], partition
+        # against earlier partitions (oldest first): a first row found there is dropped, with its copies
+        index = self.index(run)
+        found: dict[int, tuple[str, str]] = {}  # first row -> (kept id, its partition)
+        firsts = order[~same]
+        n_peer = compared = 0
+        for entry in index.entries_before(partition) if index is not None else []:
+            compared += 1
+            n_peer += len(entry.array("hi"))
+            found.update(_seen_in(entry, firsts[[f not in found for f in firsts.tolist()]], hi, lo))
+        if found:
+            rows_first = order[first_of]  # for each sorted position, the first row of its hash
+            for p in np.flatnonzero(np.isin(rows_first, list(found))):
+                row = order[p]
+                kept[row] = False
+                kept_id[row], kept_partition[row] = found[int(rows_first[p])]
+        self.route(run, run.output_schema(self.produced_columns()), kept, kept_id, kept_partition, "exact_duplicate",
+                   add=lambda row, i: row.__setitem__("content_hash", hexes[i]))
+        if index is not None:
+            keep = np.flatnonzero(kept)
+            index.commit(partition, list_parquet(run.output_dir), _sorted_hash_arrays(hi[keep], lo[keep]))
+        return {"hashes_from_other_partitions": n_peer, "partitions_compared": compared}
+
+
+def _seen_in(entry: IndexEntry, rows: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Rows whose hash the entry holds -> (id of the entry's kept doc, its partition)."""
+    ehi, elo, erow = entry.array("hi"), entry.array("lo"), entry.array("row")
+    if len(ehi) == 0 or len(rows) == 0:
+        return {}
+    pos = np.minimum(np.searchsorted(ehi, hi[rows]), len(ehi) - 1)
+    hit = (ehi[pos] == hi[rows]) & (elo[pos] == lo[rows])
+    if not hit.any():
+        return {}
+    kept_ids = entry.take(np.asarray(erow[pos[hit]]), ["id"])["id"]
+    return {int(r): (str(k), entry.partition) for r, k in zip(rows[hit], kept_ids)}
+
+
+# -- near (MinHash) ------------------------------------------------------------------------------
 
 
 class MinhashParams(OperatorParams):
-    n_grams: int = Field(5, ge=1, description="Size, in words, of the shingles whose sets are compared.")
-    num_buckets: int = Field(14, ge=1, description="LSH bands: docs sharing all hashes of any one band become duplicate candidates. More bands catch less similar pairs.")
-    hashes_per_bucket: int = Field(8, ge=1, description="MinHash values per band. More per band demand more similarity.")
-    seed: int = Field(1, description="Seed of the MinHash permutations; the same seed gives the same signatures.")
-    hash_precision: Literal[32, 64] = Field(64, description="Bits per MinHash value; 32 halves signature storage at a small risk of false collisions.")
-    language: DatatroveLanguage = "eng"
+    shingle: Literal["word", "char"] = Field(
+        "word", description="Shingles compared: word n-grams (lowercased words, punctuation dropped) or character n-grams (for text without spaces between words)."
+    )
+    n_grams: int = Field(3, ge=1, le=32, description="Size of a shingle, in words or characters.")
+    num_buckets: int = Field(20, ge=1, le=512, description="LSH bands: docs sharing all hashes of any one band become candidates. More bands catch less similar pairs.")
+    hashes_per_bucket: int = Field(3, ge=1, le=64, description="MinHash values per band. More per band demand more similarity before two docs become candidates.")
+    verify_threshold: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Exact Jaccard similarity of the shingle sets a candidate pair must reach to count as duplicates; 0 takes every LSH candidate (datatrove's behaviour).",
+    )
+    seed: int = Field(1, description="Seed of the MinHash hash functions; the same seed gives the same signatures.")
+    across_partitions: bool = Field(True, description="Also drop near copies of docs kept by partitions of this stage that landed earlier (first landed keeps).")
 
 
-class MinhashDedup(Operator):
+class MinhashDedup(DedupOperator):
     name = "minhash_dedup"
-    version = "1"
+    version = "2"
     description = (
-        "Near-duplicate removal with datatrove's four MinHash stages (signatures, LSH buckets, union-find "
-        "clusters, filter). One doc per cluster is kept; each dropped doc records `kept_id`. Params: n_grams, "
-        "num_buckets, hashes_per_bucket (threshold ~ (1/num_buckets)^(1/hashes_per_bucket)), seed."
+        "Near-duplicate removal: MinHash signatures computed with NumPy over whole batches, LSH bands, every "
+        "candidate pair checked by exact Jaccard (verify_threshold), clusters keep their earliest doc. Within the "
+        "partition and against the docs kept by partitions that landed before it (a persistent on-disk LSH "
+        "index). Each dropped doc records `kept_id` and `kept_partition`. Defaults (word 3-grams, 20 bands x 3, "
+        "Jaccard >= 0.5) catch copies with up to ~10% of words changed; datatrove's defaults are shingle=word, "
+        "n_grams=5, num_buckets=14, hashes_per_bucket=8, verify_threshold=0."
     )
     Params = MinhashParams
-    produces = {"minhash_cluster_id": pa.int64()}
-    kinds = ("datatrove", "dedup")
+    index_kind = "minhash"
+
+    @property
+    def scheme(self) -> MinhashScheme:
+        p = self.params
+        return MinhashScheme(Shingler(p.shingle, p.n_grams), p.num_buckets, p.hashes_per_bucket, p.seed)
+
+    def build_entry(self, kept_files: list[str]) -> dict[str, np.ndarray]:
+        scheme = self.scheme
+        return entry_arrays(scheme, signatures_of(scheme, map(_none_to_empty, _texts(kept_files))))
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from datatrove.pipeline.dedup import (
-            MinhashDedupBuckets,
-            MinhashDedupCluster,
-            MinhashDedupFilter,
-            MinhashDedupSignature,
+        scheme = self.scheme
+        ids = [str(i) for batch in iter_batches(run.input_files, 65536, columns=["id"]) for i in batch.column(0).to_pylist()]
+        sig = signatures_of(scheme, map(_none_to_empty, _texts(run.input_files)))
+        partition = run.context.get("partition")
+        index = self.index(run)
+        earlier = list(index.entries_before(partition)) if index is not None else []
+        found = find_near_duplicates(
+            scheme, self.params.verify_threshold, sig, ids,
+            lambda ordinals: _none_to_empty(take_rows(run.input_files, ordinals, ["text"])["text"]), earlier,
         )
-        from datatrove.pipeline.dedup.minhash import MinhashConfig
-        from datatrove.utils.hashing import HashConfig
-
-        p = self.params
-        config = MinhashConfig(
-            n_grams=p.n_grams,
-            num_buckets=p.num_buckets,
-            hashes_per_bucket=p.hashes_per_bucket,
-            seed=p.seed,
-            hash_config=HashConfig(precision=p.hash_precision),
-        )
-        work = run.work_dir
-        sigs, buckets, clusters = (str(work / d) for d in ("signatures", "buckets", "clusters"))
-        tasks = run.tasks
-        run.execute([run.reader(), MinhashDedupSignature(sigs, config=config, language=p.language)], tasks=tasks, name="signatures")
-        run.execute([MinhashDedupBuckets(sigs, buckets, config=config)], tasks=p.num_buckets, name="buckets")
-        run.execute([MinhashDedupCluster(buckets, clusters, config=config, save_cluster_id=True)], tasks=1, name="clusters")
-
-        schema = run.output_schema(self.produced_columns())
-        # removed docs go to a scratch folder first: their kept_id is only known once the kept
-        # member of each cluster has been written
-        scratch = work / "removed"
-        removed_writer = DatasetWriter(str(scratch), schema)
-        run.execute(
-            [run.reader(), MinhashDedupFilter(clusters, exclusion_writer=removed_writer, load_cluster_ids=True), run.kept_writer(schema)],
-            tasks=tasks,
-            name="filter",
-        )
-        return {"duplicate_clusters": self._write_rejected_with_kept_ids(run, scratch, schema)}
-
-    def _write_rejected_with_kept_ids(self, run: StageRun, scratch, schema: pa.Schema) -> int:
-        """Routes the removed docs to the rejected dataset; returns how many clusters they came from."""
-        kept_by_cluster: dict[int, str] = {}
-        for batch in iter_batches(list_parquet(run.output_dir), batch_size=65536, columns=["minhash_cluster_id", "id"]):
-            for cid, doc_id in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                if cid is not None and cid >= 0:
-                    kept_by_cluster.setdefault(cid, doc_id)
-        clusters: set[int] = set()
-        with run.rejected_writer(schema) as rejected:
-            for batch in iter_batches(list_parquet(scratch), batch_size=1024):
-                for row in batch.to_pylist():
-                    clusters.add(row["minhash_cluster_id"])
-                    kept_id = kept_by_cluster.get(row["minhash_cluster_id"])
-                    rejected.write(mark_dropped(row_to_document(row), run.stage, "near_duplicate", kept_id=kept_id))
-        return len(clusters)
-
-
+        kept_partition = [p if p is not None or k else partition for p, k in zip(found.kept_partition, found.kept)]
+        self.route(run, run.output_schema(self.produced_columns()), found.kept, found.kept_id, kept_partition, "near_duplicate")
+        if index is not None:
+            index.commit(partition, list_parquet(run.output_dir), entry_arrays(scheme, sig[found.kept]))
+        return {
+            "duplicate_clusters": found.stats["clusters"],
+            "candidate_pairs": found.stats["candidate_pairs"],
+            "verified_pairs": found.stats["verified_pairs"],
+            "partitions_compared": len(earlier),
+            "dropped_for_earlier_partitions": sum(1 for p in found.kept_partition if p is not None),
+        }

@@ -1,0 +1,120 @@
+"""Dedup across partitions through Dagster: first landed keeps, dropped rows name the kept doc and
+its partition, a rewritten earlier partition makes later ones stale, concurrent runs never keep a
+document twice."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+
+import dagster as dg
+from dagster._core.definitions.data_version import StaleStatus
+import pyarrow.parquet as pq
+import pytest
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from dagster_llmdata import load_project
+from dagster_llmdata.dedup.planted import substitute_words
+from dagster_llmdata.io.parquet_store import list_parquet
+
+from .conftest import materialise_partition, one_source_project, write_jsonl
+
+STAGES = [{"name": "exact", "op": "exact_dedup"}, {"name": "near", "op": "minhash_dedup"}]
+
+
+def _rows(folder) -> list[dict]:
+    return [r for f in list_parquet(folder) for r in pq.read_table(f).to_pylist()]
+
+
+def _near_copy(text: str, seed: int) -> str:
+    rng = random.Random(seed)
+    return substitute_words(text, 0.04, text.split(), rng)
+
+
+@pytest.fixture()
+def two_files(tmp_path, prose):
+    """a.jsonl lands first with originals; b.jsonl has near copies of a's docs, an exact copy of
+    one, and docs of its own; c.jsonl holds the same original as b (for the race test)."""
+    a = [{"id": f"a{i}", "text": prose[i]} for i in range(8)]
+    b = [{"id": "b-near0", "text": _near_copy(prose[0], 0)}, {"id": "b-near5", "text": _near_copy(prose[5], 5)},
+         {"id": "b-exact3", "text": prose[3]}] + [{"id": f"b{i}", "text": prose[i]} for i in range(10, 14)]
+    root = one_source_project(tmp_path, "corp", STAGES, a)  # landing/b.jsonl holds `a` here: rename
+    (root / "landing" / "b.jsonl").rename(root / "landing" / "a.jsonl")
+    write_jsonl(root / "landing" / "b.jsonl", b)
+    return root
+
+
+def _stage_dir(root, stage, kind, partition):
+    return root / "data" / "corp" / stage / kind / "web" / partition
+
+
+def test_later_partition_drops_copies_of_earlier_ones_and_goes_stale_when_they_change(two_files, instance, prose):
+    root = two_files
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    result, md = materialise_partition(root, instance, partition="web/b.jsonl")
+    assert result.success
+    assert md["exact"]["dropped/exact_duplicate"].value == 1 and md["exact"]["partitions_compared"].value == 1
+    (exact,) = _rows(_stage_dir(root, "exact", "rejected", "b.jsonl"))
+    assert (exact["id"], exact["kept_id"], exact["kept_partition"]) == ("b-exact3", "a3", "web/a.jsonl")
+    near = {r["id"]: r for r in _rows(_stage_dir(root, "near", "rejected", "b.jsonl"))}
+    assert {k: (r["kept_id"], r["kept_partition"], r["reason"]) for k, r in near.items()} == {
+        "b-near0": ("a0", "web/a.jsonl", "near_duplicate"), "b-near5": ("a5", "web/a.jsonl", "near_duplicate")}
+    assert md["near"]["dropped_for_earlier_partitions"].value == 2
+    assert {r["id"] for r in _rows(_stage_dir(root, "near", "data", "b.jsonl"))} == {f"b{i}" for i in range(10, 14)}
+
+    assets = list(load_project(root).assets)
+
+    def status(stage, partition):  # what the UI shows, from Dagster's own resolver
+        return get_stale_status_resolver(instance, assets).get_status(dg.AssetKey(["corp", stage]), partition)
+
+    assert status("near", "web/b.jsonl") == StaleStatus.FRESH
+    assert status("exact", "web/b.jsonl") == StaleStatus.FRESH
+    # the first file is rewritten without doc 0: b's near copy of it is now the first of its kind
+    write_jsonl(root / "landing" / "a.jsonl", [{"id": f"a{i}", "text": prose[i]} for i in range(1, 8)])
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    assert status("near", "web/b.jsonl") == StaleStatus.STALE
+    assert status("exact", "web/b.jsonl") == StaleStatus.STALE
+    assert status("near", "web/a.jsonl") == StaleStatus.FRESH
+    result, md = materialise_partition(root, instance, partition="web/b.jsonl")
+    assert "llmdata/skipped" not in md["near"]  # what it compared against changed: it ran again
+    near = {r["id"] for r in _rows(_stage_dir(root, "near", "rejected", "b.jsonl"))}
+    assert near == {"b-near5"}
+    assert status("near", "web/b.jsonl") == StaleStatus.FRESH
+
+
+def _materialise_in_process(root, home, partition):
+    with dg.DagsterInstance.from_config(home) as instance:
+        materialise_partition(root, instance, partition=partition)
+
+
+def test_concurrent_runs_on_different_partitions_keep_no_document_twice(tmp_path, prose):
+    """b and c both hold docs 0-5 (c: three exact copies, three near copies) and five of their own;
+    started at once, one of them must keep each shared doc and the other drop it."""
+    b = [{"id": f"b{i}", "text": prose[i]} for i in range(6)]
+    c = [{"id": f"c{i}", "text": prose[i] if i < 3 else _near_copy(prose[i], i)} for i in range(6)]
+    b += [{"id": f"b-own{i}", "text": prose[20 + i]} for i in range(5)]
+    c += [{"id": f"c-own{i}", "text": prose[30 + i]} for i in range(5)]
+    root = one_source_project(tmp_path, "corp", STAGES, b)
+    write_jsonl(root / "landing" / "c.jsonl", c)
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # its storage exists before both start
+        instance.add_dynamic_partitions("corp_files", ["web/b.jsonl", "web/c.jsonl"])
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_materialise_in_process, args=(root, str(home), f"web/{n}.jsonl")) for n in ("b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    kept = [r["id"] for n in ("b", "c") for r in _rows(_stage_dir(root, "near", "data", f"{n}.jsonl"))]
+    shared = sorted(k.lstrip("bc") for k in kept if "own" not in k)
+    assert shared == [str(i) for i in range(6)]  # each shared doc kept exactly once
+    assert len(kept) == 16
+    for stage in ("exact", "near"):
+        dropped = {n: _rows(_stage_dir(root, stage, "rejected", f"{n}.jsonl")) for n in ("b", "c")}
+        assert sum(map(len, dropped.values())) == 3
+        # whichever ran second dropped its copies in favour of the docs the first one kept
+        for n, other in (("b", "c"), ("c", "b")):
+            assert all(r["kept_partition"] == f"web/{other}.jsonl" and r["kept_id"].startswith(other) for r in dropped[n])
