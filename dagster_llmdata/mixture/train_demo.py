@@ -174,7 +174,7 @@ def run_train_demo(root: Path, steps: int = 300, report_every: int = 50, dagster
     run_id = f"train-demo-{time.strftime('%Y%m%d-%H%M%S')}"
     log(f"training run {run_id}: {steps} steps of {BATCH} documents, per-domain losses reported every {report_every} steps")
 
-    current_version = [start.version]
+    current_version = [read_manifest(folder / "latest.json").version]  # a newer one comes from the feedback sensor
 
     def await_feedback(step: int):  # the daemon's sensor may re-materialise the mixture now
         m = wait_for_new_manifest(folder, current_version[0], wait_s, log)
