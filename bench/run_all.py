@@ -80,6 +80,15 @@ def summary() -> str:
     if (lp := load("mixture_loop")):
         lines += ["## Mixtures: feedback -> new mixture under a live daemon", "",
                   f"Sensor interval {lp['sensor_interval_s']} s: latencies {lp['latencies_s']} s (max {lp['max_s']} s, target <= 60 s).", ""]
+    if (a := load("agent")):
+        h, su = a["headline"], a["suite"]
+        lines += ["## Agent: intent -> verified proposal (deterministic planner)", "",
+                  f"One proposal on a {h['sample_docs']}-doc sample: {h['wall_s']} s, {h['status']} in {h['rounds']} round(s) "
+                  f"(target <= {h['target_s']} s). First proposal verified for {su['first_proposal_verified_share']:.0%} of "
+                  f"{su['intents']} intents (target >= {su['target_first_share']:.0%}); after repairs {su['verified_after_repairs_share']:.0%}.", "",
+                  "| intent | status | rounds | first round verified | survival | s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['intent']} | {r['status']} | {r['rounds']} | {r['first_round_verified']} | {r['survival']} | {r['seconds']} |" for r in su["runs"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -87,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory", "judge_client", "judge_cache",
-                                                   "distill_throughput", "cpu_judge", "mixture", "mixture_loop"])
+                                                   "distill_throughput", "cpu_judge", "mixture", "mixture_loop", "agent"])
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     k = 10 if args.quick else 1
@@ -103,6 +112,7 @@ def main() -> None:
             "cpu_judge": ("cpu_judge.py", "--docs", str(max(8, 48 // k))),
             "mixture": ("mixture.py", "--seeds", "3"),
             "mixture_loop": ("mixture_loop.py", "--rounds", str(3 if k == 1 else 1)),
+            "agent": ("agent.py", "--sample_docs", str(max(100, 1000 // k))),
         }
         for name in args.only:
             run(*plan[name])

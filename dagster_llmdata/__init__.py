@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .agent.agent import ProposalResult, propose
+from .agent.config import AgentConfig
+from .agent.intent import Intent, load_intent
 from .component import PipelineComponent
 from .datasets import dataset, dataset_files
 from .execute import StageOutcome, run_stage
@@ -29,9 +32,17 @@ from .sensors import LandingSensorSpec, build_landing_sensor
 from .standalone import apply_operator
 from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
 from .stage_run import ExecutorConfig, StageRun
+from .store import Hit, SampleStore, StoreError, search_samples
+from .store.reproduce import ReproduceError, reproduce
 
 __all__ = [
+    "AgentConfig",
+    "Intent",
+    "ProposalResult",
+    "load_intent",
+    "propose",
     "ExecutorConfig",
+    "Hit",
     "FeedbackStore",
     "LEDGER_CHECK",
     "LandingSensorSpec",
@@ -62,6 +73,11 @@ __all__ = [
     "partitions_def_for",
     "read_manifest",
     "register_operator",
+    "reproduce",
+    "ReproduceError",
+    "SampleStore",
+    "search_samples",
+    "StoreError",
     "report",
     "run_stage",
 ]

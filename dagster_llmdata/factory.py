@@ -182,7 +182,8 @@ def _unit_asset(ctx: PipelineContext, unit: list[StageSpec], partitions: dg.Dyna
     )
     def _unit(context: dg.AssetExecutionContext):
         partition = context.partition_key
-        run_ctx = dataclasses.replace(ctx, runtime={key: getattr(context.resources, key).settings() for key in runtime_keys})
+        run_ctx = dataclasses.replace(ctx, runtime={key: getattr(context.resources, key).settings() for key in runtime_keys},
+                                      run_id=context.run_id)
         selected = [s for s in unit if asset_key(spec, s.name) in context.selected_asset_keys]
         for chain in _contiguous(unit, selected):
             try:

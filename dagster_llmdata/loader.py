@@ -20,6 +20,8 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .agent.config import AgentConfig
+from .agent.sensor import build_agent
 from .factory import build_pipeline_assets, build_pipeline_job
 from .mixture.assets import build_mixture
 from .mixture.sensor import TrainingFeedbackSensorSpec, build_feedback_sensor
@@ -123,6 +125,7 @@ SENSOR_KINDS: dict[str, SensorKind] = {
     "training_feedback": SensorKind(model=TrainingFeedbackSensorSpec, build=build_feedback_sensor),
     "schedule": SensorKind(model=ScheduleSpec, build=_build_schedule),
     "freshness": SensorKind(model=FreshnessSpec, build=_build_freshness),
+    "agent": SensorKind(model=AgentConfig, build=build_agent),
 }
 
 

@@ -61,6 +61,8 @@ class PipelineContext:
     code_versions: dict[str, str]  # lineage-chained, as Dagster sees them
     # runtime settings per `Operator.runtime_key` (from Dagster resources): where work runs, not data
     runtime: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the Dagster run materialising (stores tag what they write with it); None outside Dagster
+    run_id: str | None = None
 
     def operator(self, stage: StageSpec, **param_overrides: Any) -> Operator:
         cls = get_operator(stage.op)
@@ -73,7 +75,8 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
     source's settings)."""
     spec, layout = ctx.spec, ctx.layout
     op = ctx.operator(stage)
-    context: dict[str, Any] = {}
+    context: dict[str, Any] = {"partition": partition, "stage_root": str(layout.stage_root(stage.name)),
+                               "lineage": _lineage(spec, stage), "dagster_run_id": ctx.run_id}
     if stage.op == "ingest":
         source_name, _, entry = partition.partition("/")
         try:
@@ -115,6 +118,14 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         context=context,
     )
     return run, op
+
+
+def _lineage(spec: PipelineSpec, stage: StageSpec) -> list[str]:
+    """The stages from the source to `stage`, as <pipeline>/<stage> names."""
+    chain = [stage]
+    while chain[-1].input:
+        chain.append(spec.stage(chain[-1].input))
+    return [f"{spec.pipeline}/{s.name}" for s in reversed(chain)]
 
 
 def fingerprint(code_version: str, files: list[str]) -> str:

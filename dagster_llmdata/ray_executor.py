@@ -8,14 +8,12 @@ Its run() returns nothing; the merged stats are read back from the logging dir."
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from .operators.base import StageFailed
 
-log = logging.getLogger(__name__)
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
 
@@ -57,13 +55,19 @@ def run_on_ray(pipeline: list, tasks: int, workers: int, logging_dir: Path, conf
         time=config.task_timeout_s,
         # the pipeline's own modules must import on the workers: a cluster started from this
         # environment has them; runtime_env settings pass through for one that does not
-        ray_remote_kwargs={"max_restarts": 0, **({"runtime_env": config.runtime_env} if config.runtime_env else {})},
+        ray_remote_kwargs={"runtime_env": config.runtime_env} if config.runtime_env else None,
     )
-    executor.run()
+    failure = None
+    try:
+        executor.run()
+    except Exception as exc:  # its bookkeeping can fail after it killed a task (a KeyError once `time` ran out)
+        failure = exc
     incomplete = executor.get_incomplete_ranks(range(tasks))
     if incomplete:
         raise RayRunIncomplete(
             f"{len(incomplete)} of {tasks} Ray tasks did not complete (ranks {incomplete[:10]}) after datatrove's "
-            f"resubmissions; their logs are in {logging_dir}/logs"
-        )
+            f"resubmissions{' or its task time limit' if config.task_timeout_s else ''}; their logs are in {logging_dir}/logs"
+        ) from failure
+    if failure is not None:
+        raise failure
     return PipelineStats.from_json(json.loads((logging_dir / "stats.json").read_text()))

@@ -136,7 +136,8 @@ def scratch_run(stage: str, files: list[str], folder: Path, executor: ExecutorCo
         work_dir=folder / "work",
         executor=executor,
         input_schema=schema,
-        context={"source_root": str(source if source.is_dir() else source.parent)},
+        # the input's path names its partition (a store keyed by partition keeps one input's rows apart from another's)
+        context={"source_root": str(source if source.is_dir() else source.parent), "partition": str(source.resolve())},
     )
 
 

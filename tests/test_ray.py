@@ -119,10 +119,12 @@ def test_ray_executor_matches_local_ids_and_ledgers(ray_cluster, tmp_path, prose
     expected = _outputs(local)
     assert _outputs(on_ray) == expected
     assert expected["raw"]["quarantine"] == ["empty"] and expected["deduplicated"]["rejected"] == ["dup"]
-    # datatrove stages ran on Ray; export works in the step process and says so
-    assert meta["normalized"]["llmdata/executor"].value == "ray"
-    assert meta["near_deduplicated"]["llmdata/executor"].value == "ray"
-    assert "does not run on ray" in meta["shards"]["llmdata/executor"].value
+    # datatrove passes ran on Ray; the whole-dataset operators work in the step process and say so
+    assert meta["raw"]["llmdata/executor"].value == meta["normalized"]["llmdata/executor"].value == "ray"
+    assert meta["quality_filtered"]["llmdata/executor"].value == "ray"
+    for stage in ("deduplicated", "near_deduplicated", "shards"):
+        op = {"deduplicated": "exact_dedup", "near_deduplicated": "minhash_dedup", "shards": "export_shards"}[stage]
+        assert meta[stage]["llmdata/executor"].value == f"the step process (operator {op} does not run on ray)"
     logs = list((on_ray / "data/pipelines/tiny/normalized/work" / PARTITION).glob("logs-*/executor.json"))
     assert logs and '"cpus_per_task": 1' in logs[0].read_text()  # datatrove's RayPipelineExecutor wrote it
 
@@ -188,3 +190,32 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_complete(ray_clus
     assert outcome.ledger.balanced and outcome.ledger.n_out == 400
     ids = pq.read_table(tmp_path / "out.parquet").column("id").to_pylist()
     assert sorted(ids) == sorted(r["id"] for r in rows)  # none lost, none twice
+
+
+class SlowDoc(DocFunction):
+    def __call__(self, doc):
+        import time
+
+        time.sleep(0.5)
+        return True
+
+
+class SlowOperator(Operator):
+    name = "slow_ray_test"
+    description = "test-only pass-through stage that takes half a second a document"
+
+    def doc_fn(self) -> DocFunction:
+        return SlowDoc()
+
+
+def test_a_task_past_its_timeout_fails_the_stage_naming_it(ray_cluster, tmp_path, prose):
+    """datatrove kills a task past `time` and only logs it; the stage must fail, not record a partial dataset."""
+    from dagster_llmdata import apply_operator
+    from dagster_llmdata.operators import StageFailed
+    from dagster_llmdata.stage_run import ExecutorConfig
+
+    register_operator(SlowOperator)
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": prose[i]} for i in range(40)])
+    executor = ExecutorConfig(kind="ray", address=ray_cluster, tasks=1, workers=1, memory_per_task_gb=0.5, task_timeout_s=2)
+    with pytest.raises(StageFailed, match=r"1 of 1 Ray tasks did not complete \(ranks \[0\]\).*logs"):
+        apply_operator("slow_ray_test", tmp_path / "in.jsonl", tmp_path / "out.parquet", {}, executor=executor)

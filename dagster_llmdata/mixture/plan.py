@@ -47,6 +47,11 @@ def scan_inputs(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec
     inputs: list[dict[str, Any]] = []
     domains: dict[str, DomainScan] = {}
     for i, inp in enumerate(spec.inputs):
+        if inp.kind == "lance":  # a LanceDB table pinned at a version (store/mixture_input.py)
+            from ..store.mixture_input import scan_lance_input
+
+            inputs.append(scan_lance_input(inp, i, root, pipelines, spec.mixture, domains, DomainScan))
+            continue
         files = []
         for part in dataset_partitions(root, inp.dataset, pipelines=pipelines):
             for path in part.files:
@@ -226,7 +231,16 @@ def compute_stream(manifest: Manifest) -> dict[str, Any]:
 
     n = min(STREAM_DIGEST_SAMPLES, manifest.n_samples)
     ds = MixtureDataset(manifest, check_files=False)
-    return {"n": n, "sha256": stream_digest(ds.locators(0, n))}
+    # and of the documents they are: `llmdata reproduce` checks the same ids come out in the same order
+    ids = MixtureDataset(manifest, check_files=False, columns=["id"], limit=n)
+    return {"n": n, "sha256": stream_digest(ds.locators(0, n)), "ids_sha256": ids_stream_digest(row["id"] for row in ids)}
+
+
+def ids_stream_digest(ids) -> str:
+    h = hashlib.sha256()
+    for doc_id in ids:
+        h.update(f"{doc_id}\n".encode())
+    return h.hexdigest()
 
 
 def plan(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec] | None = None, **kwargs) -> Manifest:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from ..store.mixture_input import LanceInput
 from .manifest import Manifest, ManifestError, file_sha256, read_manifest, resolve_path
 
 BLOCK = 4096
@@ -66,7 +67,7 @@ class ParquetInput:
         return self.table(j).take(rows).to_pylist()
 
 
-INPUT_KINDS: dict[str, type] = {"parquet": ParquetInput}  # another input kind adds its row reader here
+INPUT_KINDS: dict[str, type] = {"parquet": ParquetInput, "lance": LanceInput}  # another input kind adds its row reader here
 
 
 class MixtureDataset(_Base):

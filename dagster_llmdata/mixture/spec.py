@@ -17,7 +17,9 @@ class MixtureInputSpec(BaseModel):
     """One dataset the mixture draws from."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["parquet"] = Field("parquet", description="Input kind: `parquet`, a stage's Parquet dataset.")
+    kind: Literal["parquet", "lance"] = Field("parquet", description=(
+        "Input kind: `parquet`, a stage's Parquet dataset (files pinned by sha256); `lance`, the LanceDB table a "
+        "`lance_table` stage writes, pinned at its current version (tagged, so it survives cleanup and later writes)."))
     dataset: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z_][A-Za-z0-9_]*$", description="`<pipeline>/<stage>`.")
     domain_column: str = Field("domain", min_length=1, description="Column naming each document's domain.")
     tokens_column: str | None = Field(

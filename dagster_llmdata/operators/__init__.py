@@ -13,9 +13,11 @@ from .dedup import ExactDedup, MinhashDedup
 from .export import ExportShards
 from .ingest import Ingest
 from .language_id import LanguageId
+from .lance_table import LanceTable
 from .distilled_judge import DistilledJudge
 from .llm_judge import LlmJudge
 from .select import Select
+from .semantic_dedup import SemanticDedup
 from .quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from .text_ops import ExtractHtml, Normalize, PiiRedact
 
@@ -65,6 +67,7 @@ def describe_params_error(op_cls: type[Operator], exc: ValidationError) -> str:
 for _cls in (
     Ingest, ExtractHtml, Normalize, LanguageId, GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
     ExactDedup, MinhashDedup, PiiRedact, ExportShards, LlmJudge, DistilledJudge, Select,
+    SemanticDedup, LanceTable,
 ):
     register_operator(_cls)
 

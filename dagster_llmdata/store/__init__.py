@@ -1,0 +1,14 @@
+"""The versioned sample store on LanceDB: curated documents with embeddings (lance_table),
+semantic dedup's accepted set, search, and reproduction of pinned versions. Heavy parts (the
+embedding models) come with the `embed` extra and load lazily."""
+
+from __future__ import annotations
+
+from .embed import DIMENSIONS, MODELS, Embedder, EmbeddingModelMissing, get_embedder
+from .lance_store import SampleStore, StoreError, WriteResult
+from .search import Hit, search_samples
+
+__all__ = [
+    "DIMENSIONS", "MODELS", "Embedder", "EmbeddingModelMissing", "Hit", "SampleStore", "StoreError", "WriteResult",
+    "get_embedder", "search_samples",
+]
