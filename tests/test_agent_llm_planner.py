@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.agent.cli import make_planner
+from dagster_llmdata.agent.planner import make_planner
 from dagster_llmdata.agent.config import agent_config
 from dagster_llmdata.agent.intent import Intent
 from dagster_llmdata.agent.llm_planner import answer_schema

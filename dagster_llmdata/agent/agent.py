@@ -162,6 +162,7 @@ def propose(intent: Intent, root: Path, config: AgentConfig, planner: Planner | 
         if not rnd.failed:
             result.status = "verified"
             result.reasons = []
+            result.name = rnd.spec["pipeline"]  # a model may name it (checked above); the files follow the spec
             break
         # the agent could not finish (no answer from the planner, a crash) vs. a plan that failed a check
         result.status = "failed" if all(f.check in INFRA_FAILURES for f in rnd.failed) else "rejected"

@@ -24,24 +24,10 @@ def _config(root: Path, args):
     return config
 
 
-def make_planner(config, runtime: dict | None = None):
-    """The configured planner; the LLM planner's server comes from the config, else the judge resource."""
-    from .planner import DeterministicPlanner
-
-    if config.planner.kind == "deterministic":
-        return DeterministicPlanner()
-    from ..resources import JudgeResource
-    from .llm_planner import LLMPlanner
-
-    settings = dict(runtime if runtime is not None else JudgeResource.from_env().settings())
-    if config.planner.base_url:
-        settings["base_url"] = config.planner.base_url
-    return LLMPlanner(config.planner, settings)
-
-
 def cmd_propose(args) -> int:
     from .agent import propose
     from .intent import IntentError, load_intent
+    from .planner import make_planner
 
     root = _root(args)
     try:

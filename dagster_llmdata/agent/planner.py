@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .intent import Goals, Intent
 from .profile import Profile
+
+if TYPE_CHECKING:
+    from .config import AgentConfig
 
 
 @dataclass
@@ -172,3 +175,16 @@ class DeterministicPlanner:
             add("export_shards", "shards", {"tokenizer": f"spacy:{lang}"}, why="training-ready shards with token counts")
         description = f"Proposed by the agent for: {request.intent.goal}"
         return Plan(spec_frame(request, stages, description), notes)
+
+
+def make_planner(config: AgentConfig, runtime: dict[str, Any] | None = None) -> Planner:
+    """The configured planner; the LLM planner's server comes from the config, else the judge resource."""
+    if config.planner.kind == "deterministic":
+        return DeterministicPlanner()
+    from ..resources import JudgeResource
+    from .llm_planner import LLMPlanner
+
+    settings = dict(runtime if runtime is not None else JudgeResource.from_env().settings())
+    if config.planner.base_url:
+        settings["base_url"] = config.planner.base_url
+    return LLMPlanner(config.planner, settings)

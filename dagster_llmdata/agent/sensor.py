@@ -36,7 +36,7 @@ def build_proposals_asset(config: AgentConfig, root: Path) -> dg.AssetsDefinitio
                           "the metadata is its report. Approve with `llmdata agent approve NAME`.")
     def agent_proposals(context: dg.AssetExecutionContext, config: ProposalRunConfig) -> dg.MaterializeResult:
         from .agent import propose
-        from .cli import make_planner
+        from .planner import make_planner
         from .intent import IntentError, load_intent
         from .proposal import list_proposals, report_markdown
 
