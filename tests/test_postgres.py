@@ -153,8 +153,9 @@ def test_production_instance_stores_runs_in_postgres_with_queue_and_pool_limits(
                           password=env["DAGSTER_PG_PASSWORD"], dbname=env["DAGSTER_PG_DB"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
         assert cur.fetchone()[0] == 1
-        cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        assert cur.fetchone()[0] == 3
+        cur.execute("SELECT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        keys = {row[0] for row in cur.fetchall()}
+        assert {dg.AssetKey(["pg", s]).to_string() for s in ("raw", "normalized", "deduplicated")} <= keys
 
     status = subprocess.run([LLMDATA, "status", "--json", "--project", str(root)], capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-2000:]
