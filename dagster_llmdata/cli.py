@@ -21,6 +21,7 @@ DEFAULT_HOME = ".dagster_home"
 COMMAND_MODULES: list[str] = [
     "dagster_llmdata.cli_ops",
     "dagster_llmdata.instance",
+    "dagster_llmdata.mixture.cli",
     "dagster_llmdata.store.cli",
     "dagster_llmdata.agent.cli",
 ]

@@ -24,6 +24,7 @@ from .agent.config import AgentConfig
 from .agent.sensor import build_agent
 from .factory import build_pipeline_assets, build_pipeline_job
 from .mixture.assets import build_mixture
+from .mixture.sensor import TrainingFeedbackSensorSpec, build_feedback_sensor
 from .mixture.spec import load_mixture_spec
 from .resources import default_resources
 from .schedules import FreshnessSpec, ScheduleSpec, build_freshness, build_schedule
@@ -121,6 +122,7 @@ SPEC_KINDS: dict[str, SpecKind] = {
 }
 SENSOR_KINDS: dict[str, SensorKind] = {
     "landing": SensorKind(model=LandingSensorSpec, build=_build_landing),
+    "training_feedback": SensorKind(model=TrainingFeedbackSensorSpec, build=build_feedback_sensor),
     "schedule": SensorKind(model=ScheduleSpec, build=_build_schedule),
     "freshness": SensorKind(model=FreshnessSpec, build=_build_freshness),
     "agent": SensorKind(model=AgentConfig, build=build_agent),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dagster_llmdata.mixture import algorithms as alg
-from dagster_llmdata.mixture.regmix import predict_csv, read_proxy_runs, regmix, spearman
+from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix, spearman
 
 D = ["a", "b", "c"]
 

@@ -139,7 +139,6 @@ def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dag
                 assert expected in text, f"{expected!r} not on the page"
             sample_table = page.locator("table").filter(has_text="domain").last
             assert sample_table.locator("tr").count() >= 3  # the header and sample rows
-            page.screenshot(path=str(SCREENSHOTS / "ui_stage_overview.png"))
             page.set_viewport_size({"width": 1600, "height": 1400})
             page.get_by_text(f"dropped/{reasons[0]}").first.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOTS / "ui_stage_metadata.png"))

@@ -8,7 +8,7 @@ and the manifest records it, and a test can replay any sequence of updates.
 - DoReMi (Xie et al. 2023): excess loss over a reference model, clipped at 0, drives an
   exponentiated-gradient step on log weights (step size eta), smoothed with uniform by c; the
   output is the average of the weights over all steps.
-- ODM (Albalak et al. 2023): EXP3 over domains, reward = per-domain training loss (normalised),
+- ODM (Albalak et al. 2023): EXP3 over domains, reward = per-domain training loss,
   importance-weighted by the probability the domain was drawn with, exploration rate
   eps_t = min(1/K, sqrt(ln K / (K t))) decaying with t.
 - Sample re-weighting: per-document weights from per-document losses (`doc_weights`).
@@ -118,7 +118,7 @@ def doremi_update(state: dict[str, Any], losses: Mapping[str, float], reference:
 def odm_init(domains: list[str]) -> dict[str, Any]:
     k = len(domains)
     return {"algorithm": "odm", "domains": domains, "t": 0, "log_scores": [0.0] * k,
-            "weights": {d: 1.0 / k for d in domains}, "epsilon": 1.0 / k, "loss_scale": 0.0}
+            "weights": {d: 1.0 / k for d in domains}, "epsilon": 1.0 / k}
 
 
 def odm_epsilon(t: int, k: int) -> float:
@@ -126,28 +126,30 @@ def odm_epsilon(t: int, k: int) -> float:
     return min(1.0 / k, math.sqrt(math.log(k) / (k * max(t, 1)))) if k > 1 else 0.0
 
 
-def odm_update(state: dict[str, Any], losses: Mapping[str, float], smoothing: float = 0.9) -> dict[str, Any]:
-    """One EXP3 step. The reward of a domain is its loss (what is left to learn there), divided
-    by the largest loss seen so far (rewards in [0, 1]) and by the probability it was drawn with
-    (importance weighting); scores are a moving average (`smoothing`) of past rewards."""
+def odm_update(state: dict[str, Any], losses: Mapping[str, float], smoothing: float = 0.9, step: int | None = None) -> dict[str, Any]:
+    """One EXP3 update. The reward of a domain is its loss (what is left to learn there) divided
+    by the probability it was drawn with (importance weighting); a domain's score is a moving
+    average (`smoothing`) of eps * reward over rounds. ODM plays one round per batch: `step` (the
+    training step) says how many rounds this update stands for (the same reward in each) and sets
+    the exploration rate eps_t; without it, one round per update."""
     domains = state["domains"]
     losses = _check_losses(losses, domains)
     k = len(domains)
-    t = state["t"] + 1
-    scale = max(state["loss_scale"], max(losses.values(), default=0.0), 1e-12)
-    probs = state["weights"]
-    eps_prev = odm_epsilon(t - 1, k) if t > 1 else 1.0 / k
+    t0 = state["t"]
+    t = max(t0 + 1, int(step) if step is not None else 0)
     scores = np.array(state["log_scores"])
-    for i, d in enumerate(domains):
-        if d in losses:
-            reward = (losses[d] / scale) / max(probs[d], 1e-12)
-            scores[i] = smoothing * scores[i] + (1 - smoothing) * eps_prev * reward
-    eps = odm_epsilon(t, k)
-    z = scores - scores.max()
-    soft = np.exp(z) / np.exp(z).sum()
-    w = (1 - k * eps) * soft + eps
-    return {**state, "t": t, "log_scores": scores.tolist(), "weights": dict(zip(domains, (w / w.sum()).tolist())),
-            "epsilon": eps, "loss_scale": scale}
+    w = np.array([state["weights"][d] for d in domains])
+    eps = state.get("epsilon", 1.0 / k)
+    seen = np.array([d in losses for d in domains])
+    loss = np.array([losses.get(d, 0.0) for d in domains])
+    for r in range(t0 + 1, t + 1):  # one EXP3 round per training step, each with these losses
+        eps_prev = odm_epsilon(r - 1, k) if r > 1 else 1.0 / k
+        scores = np.where(seen, smoothing * scores + (1 - smoothing) * eps_prev * loss / np.maximum(w, 1e-12), scores)
+        eps = odm_epsilon(r, k)
+        z = scores - scores.max()
+        w = (1 - k * eps) * np.exp(z) / np.exp(z).sum() + eps
+        w /= w.sum()
+    return {**state, "t": t, "log_scores": scores.tolist(), "weights": dict(zip(domains, w.tolist())), "epsilon": eps}
 
 
 # ---- sample-level re-weighting ------------------------------------------------------------------
@@ -188,13 +190,13 @@ def init_state(name: str, domains: list[str], prior: Mapping[str, float]) -> dic
 
 
 def online_update(name: str, state: dict[str, Any], losses: Mapping[str, float], params: Mapping[str, Any]) -> dict[str, Any]:
-    """One update of an online algorithm; returns the new state. `weights_out(state)` is the
+    """One update of an online algorithm (params may carry the training `step`); returns the new state. `weights_out(state)` is the
     mixture to use (DoReMi's average, the others' current weights)."""
     if name == "doremi":
         reference = params.get("reference_losses") or {}
         return doremi_update(state, losses, reference, eta=params.get("eta", 1.0), smoothing=params.get("smoothing", 1e-3))
     if name == "odm":
-        return odm_update(state, losses, smoothing=params.get("smoothing", 0.9))
+        return odm_update(state, losses, smoothing=params.get("smoothing", 0.9), step=params.get("step"))
     # static / temperature / regmix / reweight keep the domain weights; reweight acts on documents
     _check_losses(losses, state["domains"])
     return {**state, "t": state["t"] + 1}

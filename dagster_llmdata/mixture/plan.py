@@ -158,8 +158,15 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
         s = scan.domains.get(d, DomainScan())
         mean = s.tokens / s.docs if s.docs else 0.0
         info[d] = {"weight": weights[d], "docs": s.docs, "tokens": s.tokens, "mean_tokens": mean}
-    # a domain's share of documents is its share of tokens over its mean document length
-    raw = {d: (info[d]["weight"] / max(info[d]["mean_tokens"], 1e-9)) if info[d]["weight"] > 0 else 0.0 for d in domains}
+    # a domain's share of documents is its share of tokens over its mean document length; with
+    # per-document weights, also its documents' mean weight (a domain of learned or noisy
+    # documents gives way to the others, not only within itself)
+    doc_mean = _mean_doc_weight(scan, domains, doc_weights) if doc_weights else {}
+    raw = {d: (info[d]["weight"] * doc_mean.get(d, 1.0) / max(info[d]["mean_tokens"], 1e-9)) if info[d]["weight"] > 0 else 0.0
+           for d in domains}
+    if doc_mean:
+        for d in domains:
+            info[d]["mean_doc_weight"] = doc_mean.get(d, 1.0)
     probs = alg.normalise(raw, domains)
     tokens_per_sample = sum(probs[d] * info[d]["mean_tokens"] for d in domains)
     n_samples = max(1, math.ceil(spec.token_budget / max(tokens_per_sample, 1e-9)))
@@ -187,6 +194,23 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     manifest.stream = compute_stream(manifest)
     write_manifest(manifest, folder)
     return manifest
+
+
+def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
+    """Mean per-document weight of each domain's documents (1 for a document without one)."""
+    ids_of: dict[tuple[int, int], list] = {}
+    out = {}
+    for d in domains:
+        total, n = 0.0, 0
+        for i, j, lo, hi in scan.domains.get(d, DomainScan()).ranges:
+            if (i, j) not in ids_of:
+                ids_of[(i, j)] = pq.read_table(scan.inputs[i]["files"][j]["path"], columns=["id"]).column(0).to_pylist()
+            for doc_id in ids_of[(i, j)][lo:hi]:
+                total += weights.get(doc_id, 1.0)
+                n += 1
+        if n:
+            out[d] = total / n
+    return out
 
 
 def write_doc_weights(folder: Path, weights: Mapping[str, float]) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class MixtureDataset(_Base):
         if check_files:
             for inp in self._inputs:
                 inp.check(verify_hashes)
+        self._perms: dict[int, tuple[int, np.ndarray]] = {}
         self._doc_p = self._doc_probabilities() if m.doc_weights else None
 
     # ---- locating samples (no data read) --------------------------------------------------------
@@ -127,11 +128,12 @@ class MixtureDataset(_Base):
         return int(r[0]), int(r[1]), int(r[2] + k - before)
 
     def _permutation(self, d: int, epoch: int) -> np.ndarray:
-        key = (d, epoch)
-        if getattr(self, "_perm_key", {}).get(d) != key:
-            self.__dict__.setdefault("_perm_key", {})[d] = key
-            self.__dict__.setdefault("_perm", {})[d] = np.random.default_rng([self.seed, 1_000_003, d, epoch]).permutation(self._sizes[d])
-        return self._perm[d]
+        """Domain d's document order in `epoch` (one cached per domain: draws move through epochs in order)."""
+        cached = self._perms.get(d)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, 1_000_003, d, epoch]).permutation(self._sizes[d]))
+            self._perms[d] = cached
+        return cached[1]
 
     def _doc_probabilities(self) -> list[np.ndarray]:
         """Per-domain cumulative draw probabilities of the documents from the manifest's doc weights (1 for

@@ -59,6 +59,13 @@ class SemanticDedup(Operator):
     produces = {"embedding": pa.list_(pa.float32(), DIM), "semantic_nn_distance": pa.float32()}
     kinds = ("lancedb", "dedup")
     non_data_params = frozenset({"batch_size", "index_uri"})
+    # partitions of the stage run one at a time (a stage-wide lock): two at once would each miss
+    # the other's documents. The first materialised keeps; a later re-run of an earlier partition
+    # does not re-open the partitions that already compared against it
+    serial = True
+
+    def later_partitions(self, run: StageRun) -> list[str]:
+        return []
 
     @property
     def bound(self) -> float:

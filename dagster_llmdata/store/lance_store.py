@@ -211,8 +211,10 @@ class SampleStore:
         built = False
         if rows >= vector_min_rows and not has_vector_index(tbl):
             dim = vector_dim(tbl.schema) or 8
+            # k-means on a sample (64 vectors a partition, 25 iterations): training cost stays minutes, not tens of
             with_retries(lambda: tbl.create_index(metric="cosine", index_type="IVF_PQ", vector_column_name=VECTOR,
-                                                  num_partitions=max(1, min(4096, int(rows ** 0.5))), num_sub_vectors=max(1, dim // 8)),
+                                                  num_partitions=max(1, min(4096, int(rows ** 0.5))), num_sub_vectors=max(1, dim // 8),
+                                                  sample_rate=64, max_iterations=25),
                          f"building the vector index of {self.table_name!r}")
             built = True
         return {"lance/fts_index": True, "lance/vector_index": built or has_vector_index(tbl)}
