@@ -183,12 +183,13 @@ def test_minhash_dedup_catches_near_duplicates(tmp_path, prose):
 
 def test_pii_redact_counts_each_kind(tmp_path):
     text = ("Mail ops@example.com or j.smith@mail.example.co.uk; server 8.8.8.8 and 192.168.0.1; "
-            "phone (212) 555-0187 or +44 20 7946 0958. Version 3.11.7 and 2024-01-01 stay.")
+            "phone (212) 555-0187 or +44 20 7946 0958. Version 3.11.7, 2024-01-01 and 14.02.28.02 stay.")
     out = tmp_path / "out.parquet"
     outcome = apply_operator("pii_redact", write_jsonl(tmp_path / "in.jsonl", [{"id": "x", "text": text}]), out)
     (row,) = _rows(out)
     assert "example.com" not in row["text"] and "8.8.8.8" not in row["text"]
     assert "192.168.0.1" in row["text"] and "3.11.7" in row["text"] and "2024-01-01" in row["text"]
+    assert "14.02.28.02" in row["text"] and outcome.ledger.quarantined == {}  # a dotted date, not an address (was a crash)
     assert outcome.metadata["pii_email"] == 2 and outcome.metadata["pii_ip"] == 1 and outcome.metadata["pii_phone"] == 2
 
 

@@ -67,7 +67,8 @@ class Normalize(Operator):
 
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
-IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
+# octets without leading zeros: "14.02.28.02" is a date, and ipaddress refuses such strings
+IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b")
 # international or North-American style numbers with separators; bare digit runs are left alone
 PHONE = re.compile(
     r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w|[.-]\d)"
@@ -113,7 +114,7 @@ class PiiFn(DocFunction):
 
 class PiiRedact(Operator):
     name = "pii_redact"
-    version = "1"
+    version = "2"
     description = (
         "Replace e-mail addresses, public IP addresses and phone numbers with placeholders. Keeps every doc; "
         "counts per kind go to metadata."
