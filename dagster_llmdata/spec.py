@@ -147,6 +147,15 @@ class PipelineSpec(BaseModel):
         raise KeyError(f"pipeline {self.pipeline!r} has no source {name!r}")
 
 
+def parse_yaml(path: Path, text: str, error: type[ValueError] = SpecError) -> tuple[yaml.Node | None, Any]:
+    """A YAML file's node tree (for error lines) and its data; bad YAML raises `error` naming file:line."""
+    try:
+        return yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise error(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
 def load_pipeline_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:

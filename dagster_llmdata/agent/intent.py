@@ -8,10 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..spec import NAME, describe_validation_error
+from ..spec import NAME, describe_validation_error, parse_yaml
 
 MAX_INTENT_BYTES = 64 * 1024
 
@@ -55,11 +54,7 @@ def load_intent(path: str | Path) -> Intent:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise IntentError(f"{path}: cannot read intent: {exc}") from None
-    try:
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise IntentError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    node, data = parse_yaml(path, text, IntentError)
     if not isinstance(data, dict):
         raise IntentError(f"{path}:1: an intent is a mapping with `goal` and `sources` (optional `constraints`, `name`)")
     try:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..spec import NAME, SpecError, describe_validation_error
+from ..spec import NAME, SpecError, describe_validation_error, parse_yaml
 from .algorithms import ALGORITHMS
 
 
@@ -68,12 +67,9 @@ def load_mixture_spec(path: str | Path) -> MixtureSpec:
     path = Path(path)
     try:
         text = path.read_text()
-        node, data = yaml.compose(text), yaml.safe_load(text)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    node, data = parse_yaml(path, text)
     if not isinstance(data, dict):
         raise SpecError(f"{path}:1: a mixture spec is a mapping with `mixture`, `inputs` and `token_budget`")
     try:
