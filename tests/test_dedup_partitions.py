@@ -15,6 +15,8 @@ import pytest
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from dagster_llmdata import load_project
+from dagster_llmdata.loader import read_project
+from dagster_llmdata.removal import remove_partition
 from dagster_llmdata.dedup.planted import substitute_words
 from dagster_llmdata.io.parquet_store import list_parquet
 
@@ -81,6 +83,72 @@ def test_later_partition_drops_copies_of_earlier_ones_and_goes_stale_when_they_c
     near = {r["id"] for r in _rows(_stage_dir(root, "near", "rejected", "b.jsonl"))}
     assert near == {"b-near5"}
     assert status("near", "web/b.jsonl") == StaleStatus.FRESH
+
+
+def test_removing_an_earlier_partition_makes_later_ones_stale_and_frees_their_copies(two_files, instance, prose):
+    root = two_files
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    materialise_partition(root, instance, partition="web/b.jsonl")
+    assets = list(load_project(root).assets)
+
+    def status(stage, partition):
+        return get_stale_status_resolver(instance, assets).get_status(dg.AssetKey(["corp", stage]), partition)
+
+    assert status("near", "web/b.jsonl") == StaleStatus.FRESH
+    spec = read_project(root).pipelines["corp"]
+    removal = remove_partition(spec, root, "web/a.jsonl", instance)
+    assert removal.stale == {"exact": ["web/b.jsonl"], "near": ["web/b.jsonl"]}
+    assert set(removal.stages_cleared) == {"raw", "exact", "near"}
+    assert instance.get_dynamic_partitions("corp_files") == ["web/b.jsonl"]
+    for stage in ("raw", "exact", "near"):
+        for kind in ("data", "rejected"):
+            assert not _stage_dir(root, stage, kind, "a.jsonl").exists()
+    assert status("near", "web/b.jsonl") == StaleStatus.STALE
+    assert status("exact", "web/b.jsonl") == StaleStatus.STALE
+    # re-run: with the originals gone, b's copies are the first of their kind and are kept
+    result, md = materialise_partition(root, instance, partition="web/b.jsonl")
+    assert result.success and md["near"]["partitions_compared"].value == 0
+    kept = {r["id"] for r in _rows(_stage_dir(root, "near", "data", "b.jsonl"))}
+    assert {"b-near0", "b-near5", "b-exact3"} <= kept
+    assert status("near", "web/b.jsonl") == StaleStatus.FRESH
+    # a file landing under the removed name again is new: it lands after b and loses to b's copies
+    write_jsonl(root / "landing" / "a.jsonl", [{"id": "a0-again", "text": prose[0]}])
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    (row,) = _rows(_stage_dir(root, "near", "rejected", "a.jsonl"))
+    assert (row["id"], row["kept_id"], row["kept_partition"]) == ("a0-again", "b-near0", "web/b.jsonl")
+
+
+def _landing_sensor_project(root, on_removed):
+    sensors = root / "sensors"
+    sensors.mkdir(exist_ok=True)
+    (sensors / "landing.yaml").write_text(f"sensors:\n  - {{type: landing, pipeline: corp, on_removed: {on_removed}}}\n")
+    return load_project(root)
+
+
+@pytest.mark.parametrize("on_removed", ["remove", "keep"])
+def test_landing_sensor_on_a_removed_file(two_files, instance, on_removed):
+    root = two_files
+    defs = _landing_sensor_project(root, on_removed)
+    sensor = defs.resolve_sensor_def("corp_landing")
+    first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert sorted(r.partition_key for r in first.run_requests) == ["web/a.jsonl", "web/b.jsonl"]
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    materialise_partition(root, instance, partition="web/b.jsonl")
+    (root / "landing" / "a.jsonl").unlink()
+    second = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+    assert not second.run_requests
+    assert "web/a.jsonl" not in json.loads(second.cursor) or on_removed == "keep"
+    removed = not _stage_dir(root, "near", "data", "a.jsonl").exists()
+    assert removed == (on_removed == "remove")
+    assert (instance.get_dynamic_partitions("corp_files") == ["web/b.jsonl"]) == (on_removed == "remove")
+    # the next tick has nothing more to do either way
+    third = sensor(dg.build_sensor_context(instance=instance, cursor=second.cursor, definitions=defs))
+    assert isinstance(third, dg.SkipReason)
+    # an unmounted landing folder removes nothing
+    if on_removed == "remove":
+        (root / "landing").rename(root / "landing-offline")
+        sensor(dg.build_sensor_context(instance=instance, cursor=second.cursor, definitions=defs))
+        assert _stage_dir(root, "near", "data", "b.jsonl").exists()
 
 
 def _materialise_in_process(root, home, partition):

@@ -151,6 +151,14 @@ class DedupIndex:
             os.replace(tmp, folder)
             self._save_manifest(manifest)
 
+    def forget(self, partition: str) -> None:
+        """Drop a removed partition's entry and its place in the order (landing again, it is new)."""
+        with self._locked():
+            manifest = self._manifest()
+            if manifest["seq"].pop(partition, None) is not None:
+                self._save_manifest(manifest)
+            shutil.rmtree(self._entry_folder(partition), ignore_errors=True)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _current_entry(self, partition: str) -> IndexEntry | None:

@@ -156,6 +156,10 @@ class Operator(ABC):
         compares against); it goes into the fingerprint, so a change there re-runs the stage."""
         return ""
 
+    def forget_partition(self, run: StageRun) -> None:
+        """A partition was removed: drop what the stage keeps about it outside the partition's own
+        folders (a dedup index), so later partitions no longer compare against it."""
+
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)
 

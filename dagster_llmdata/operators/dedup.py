@@ -50,6 +50,11 @@ class DedupOperator(Operator):
         index = self.index(run)
         return index.later_partitions(run.context["partition"]) if index is not None else []
 
+    def forget_partition(self, run: StageRun) -> None:
+        index = self.index(run)
+        if index is not None:
+            index.forget(run.context["partition"])
+
     def build_entry(self, kept_files: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 

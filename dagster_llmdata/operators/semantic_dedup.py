@@ -67,6 +67,10 @@ class SemanticDedup(Operator):
     def later_partitions(self, run: StageRun) -> list[str]:
         return []
 
+    def forget_partition(self, run: StageRun) -> None:
+        if self.params.across_partitions and run.context.get("stage_root"):
+            self._accepted_set(run)  # opening it for the partition clears the partition's rows
+
     @property
     def bound(self) -> float:
         p = self.params
