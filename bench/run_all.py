@@ -1,6 +1,7 @@
 """Run every benchmark (each in its own process) and write bench/results/SUMMARY.md.
 
-    make bench                      # full sizes: 100k overhead, 100k throughput, 110k incremental, 100k + 1M memory
+    make bench                      # full sizes: 100k overhead, 100k throughput, 110k incremental, 100k + 1M memory,
+                                    # 100k MinHash (+ 1M growth), 1M end to end (hours on 2 cores)
     .venv/bin/python bench/run_all.py --quick   # 10x smaller, for a smoke run
 """
 
@@ -89,6 +90,30 @@ def summary() -> str:
                   "| intent | status | rounds | first round verified | survival | s |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['intent']} | {r['status']} | {r['rounds']} | {r['first_round_verified']} | {r['survival']} | {r['seconds']} |" for r in su["runs"]]
         lines.append("")
+    if (op := load("overhead_production")):
+        lines += ["## Production-mode overhead: launched like a deployed Dagster", "", op["launch"] + ".", "",
+                  "| run | bare datatrove (s) | launched run (s) | ratio |", "|---|---|---|---|"]
+        lines += [f"| {i + 1} | {r['bare_s']} | {r['production_s']} | {r['ratio']} |" for i, r in enumerate(op["runs"])]
+        lines += ["", f"{op['docs']:,} docs; median ratio {op['ratio_median']} (target <= {op['target']}).", ""]
+    if (sc := load("scaling")):
+        lines += ["## Scaling: 1 vs 2 local workers, and Ray", "", f"{sc['docs']:,} docs, {sc['graph']}.", "",
+                  "| executor | tasks | workers | s | docs/s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['executor']} | {r['tasks']} | {r['workers']} | {r['seconds']} | {r['docs_per_s']} |" for r in sc["runs"]]
+        lines += ["", f"1 -> 2 workers {sc['speedup_1_to_2_workers']}x (target >= {sc['target_speedup']}x); Ray / local time "
+                      f"{sc['ray_vs_local_2_workers']}x (target <= {sc['target_ray_ratio']}x).", ""]
+    for mh in sorted(RESULTS.glob("minhash_dedup_*.json")):
+        r = json.loads(mh.read_text())
+        lines += [f"## Near dedup, {r['docs']:,} planted docs", "", "| contender | s | peak RSS (MB) | precision | recall |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {c['wall_s']} | {c['peak_rss_mb']} | {c['precision']} | {c['recall']} |" for name, c in r["contenders"].items()]
+        if r.get("growth"):
+            lines += ["", f"Memory growth through the index, {r['growth_corpus_docs']:,} docs in {len(r['growth'])} partitions: "
+                          f"peak RSS first {r['growth'][0]['peak_rss_mb']} MB, last {r['growth'][-1]['peak_rss_mb']} MB "
+                          f"({r['rss_growth_first_to_last']}x, target < 1.5x)."]
+        lines.append("")
+    if (mi := load("million")):
+        lines += [f"## {mi['docs']:,} docs end to end", "", f"{mi['settings']}; {mi['files']} files, tasks={mi['tasks']} workers={mi['workers']}.", "",
+                  f"- wall {mi['wall_s']} s ({mi['docs_per_s']} docs/s), peak RSS of the process tree {mi['peak_rss_mb']} MB",
+                  f"- datasets on disk {mi['disk_mb']} MB for {mi['input_mb']} MB of input; kept {mi['kept']:,} of {mi['ingested']:,}", ""]
     return "\n".join(lines)
 
 
@@ -96,7 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=["overhead", "throughput", "incremental", "memory", "judge_client", "judge_cache",
-                                                   "distill_throughput", "cpu_judge", "mixture", "mixture_loop", "agent"])
+                                                   "distill_throughput", "cpu_judge", "mixture", "mixture_loop", "agent",
+                                                   "overhead_production", "scaling", "minhash_dedup", "million"])
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     k = 10 if args.quick else 1
@@ -113,6 +139,10 @@ def main() -> None:
             "mixture": ("mixture.py", "--seeds", "3"),
             "mixture_loop": ("mixture_loop.py", "--rounds", str(3 if k == 1 else 1)),
             "agent": ("agent.py", "--sample_docs", str(max(100, 1000 // k))),
+            "overhead_production": ("overhead_production.py", "--docs", str(100_000 // k), "--repeats", "1"),
+            "scaling": ("scaling.py", "--docs", str(20_000 // k)),
+            "minhash_dedup": ("minhash_dedup.py", "--docs", str(100_000 // k), "--growth_partitions", "10"),
+            "million": ("million.py", "--docs", str(1_000_000 // k), "--files", "10"),
         }
         for name in args.only:
             run(*plan[name])

@@ -27,6 +27,7 @@ from .operators import (
     get_operator,
     register_operator,
 )
+from .removal import Removal, remove_partition
 from .sample_corpus import build_sample_corpus
 from .sensors import LandingSensorSpec, build_landing_sensor
 from .standalone import apply_operator
@@ -73,6 +74,8 @@ __all__ = [
     "partitions_def_for",
     "read_manifest",
     "register_operator",
+    "remove_partition",
+    "Removal",
     "reproduce",
     "ReproduceError",
     "SampleStore",

@@ -6,18 +6,13 @@ materialises them -> every ledger check passes."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from dagster_llmdata.cli import main
 
 from .agent_helpers import agent_project, pii_and_dups_source, write_intent
-from .test_webserver_daemon import REPO, _free_port, _graphql, _wait
+from .processes import dagster_dev, dagster_home, free_port, graphql, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,42 +22,24 @@ PROPOSALS = """{ assetOrError(assetKey: {path: ["agent_proposals"]}) { ... on As
   assetMaterializations(limit: 5) { metadataEntries { label ... on TextMetadataEntry { text } } } } } }"""
 
 
-def _query(port: int, query: str, variables: dict) -> dict:
-    import urllib.request
-
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def _asset_keys(port: int) -> set[str]:
-    return {"/".join(n["assetKey"]["path"]) for n in _graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]}
+    return {"/".join(n["assetKey"]["path"]) for n in graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]}
 
 
 def test_inbox_to_materialised_pipeline_through_the_running_ui(tmp_path, prose, capsys):
-    port = _free_port()
+    port = free_port()
     root = agent_project(tmp_path / "proj", sample_docs=60, minimum_interval_seconds=2, webserver_url=f"http://127.0.0.1:{port}")
     pii_and_dups_source(root / "landing" / "crawl", prose)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMDATA_PROJECT": str(root)}
-    log = open(tmp_path / "dagster_dev.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        _wait(lambda: "agent_proposals" in _asset_keys(port), 120, "webserver with the agent_proposals asset")
+    with dagster_dev(root, dagster_home(tmp_path / "home"), port, tmp_path / "dagster_dev.log"):
+        wait_for(lambda: "agent_proposals" in _asset_keys(port), 120, "webserver with the agent_proposals asset")
         write_intent(root / "agent" / "inbox" / "clean.yaml", name="crawl_clean", sources=["landing/crawl"],
                      goal="an English corpus without personal data or duplicates")
         (root / "agent" / "inbox" / "notes.txt").write_text("not an intent")
         report = root / "assets" / "proposed" / "crawl_clean.report.json"
-        _wait(lambda: report.exists() and json.loads(report.read_text())["status"], 300, "the proposal written by the daemon's run")
+        wait_for(lambda: report.exists() and json.loads(report.read_text())["status"], 300, "the proposal written by the daemon's run")
         assert json.loads(report.read_text())["status"] == "verified"
         assert (root / "agent/inbox/rejected").is_dir() and any(p.name.endswith("notes.txt.reason.txt") for p in (root / "agent/inbox/rejected").iterdir())
-        md = _wait(lambda: _graphql(port, PROPOSALS)["data"]["assetOrError"]["assetMaterializations"], 60, "agent_proposals materialisation")
+        md = wait_for(lambda: graphql(port, PROPOSALS)["data"]["assetOrError"]["assetMaterializations"], 60, "agent_proposals materialisation")
         labels = {e["label"]: e.get("text") for e in md[0]["metadataEntries"]}
         assert labels.get("status") == "verified" and "report" in labels
         assert "crawl_clean/raw" not in _asset_keys(port)
@@ -74,20 +51,8 @@ def test_inbox_to_materialised_pipeline_through_the_running_ui(tmp_path, prose, 
         assert {"crawl_clean/raw", "crawl_clean/redacted"} <= keys  # no restart: the reload brought them in
 
         def ledgers_passed():
-            execs = [_query(port, CHECKS, {"path": ["crawl_clean", stage]})["data"]["assetCheckExecutions"]
+            execs = [graphql(port, CHECKS, {"path": ["crawl_clean", stage]})["data"]["assetCheckExecutions"]
                      for stage in ("raw", "deduplicated", "redacted")]
             return all(e and e[0]["status"] == "SUCCEEDED" for e in execs)
 
-        _wait(ledgers_passed, 300, "the new pipeline materialised by its landing sensor with passing ledger checks")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
+        wait_for(ledgers_passed, 300, "the new pipeline materialised by its landing sensor with passing ledger checks")

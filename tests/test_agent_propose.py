@@ -15,7 +15,7 @@ from dagster_llmdata.agent.agent import propose
 from dagster_llmdata.agent.config import agent_config
 from dagster_llmdata.agent.intent import load_intent
 from dagster_llmdata.agent.profile import pii_hits, profile_texts
-from dagster_llmdata.agent.proposal import approve, reject
+from dagster_llmdata.agent.proposal import approve
 from dagster_llmdata.cli import main
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.loader import read_project

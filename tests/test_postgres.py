@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,12 @@ import dagster as dg
 import pytest
 
 from .conftest import materialise_partition, one_source_project
+from .processes import free_port
 
 REPO = Path(__file__).parents[1]
 LLMDATA = str(Path(sys.executable).parent / "llmdata")
 URL_ENV = "LLMDATA_TEST_POSTGRES_URL"
 pytestmark = pytest.mark.slow  # a PostgreSQL server and several CLI processes: ~2 min on 2 shared cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin() -> Path | None:
@@ -62,7 +56,7 @@ def pg_env():
             shutil.chown(data, "postgres")
         subprocess.run(_as_postgres_user([str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "llmdata", "--auth=trust"]),
                        check=True, capture_output=True)
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             _as_postgres_user([str(bin_dir / "postgres"), "-D", str(data / "db"), "-h", "127.0.0.1", "-p", str(port), "-k", str(data)]),
             stdout=open(data / "pg.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -166,7 +160,7 @@ def test_postgres_down_is_one_clear_error_naming_the_connection(tmp_path, monkey
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy/dagster.yaml", home / "dagster.yaml")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
            "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "secret", "DAGSTER_PG_DB": "runs"}
     project = one_source_project(tmp_path / "proj", "pg", [], [{"id": "a", "text": "some text"}])

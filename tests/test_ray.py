@@ -20,6 +20,7 @@ from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
 
 from .conftest import PIPELINE_YAML, materialise_partition, write_jsonl
+from .processes import free_port
 
 # Ray swaps 127.0.0.1 for the machine's network address unless told this is a one-machine
 # cluster: keep every connection on loopback (read when ray is imported)
@@ -34,17 +35,11 @@ KILL_MARKER_ENV = "LLMDATA_TEST_RAY_KILL_MARKER"
 STAGES = ["raw", "normalized", "deduplicated", "near_deduplicated", "quality_filtered", "redacted", "shards"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A Ray head on 127.0.0.1 with 2 CPUs, in its own process group (killed after); this test
     process joins it as the driver, the way a Dagster step process would."""
-    port = _free_port()
+    port = free_port()
     temp = Path(tempfile_dir := tmp_path_factory.mktemp("ray"))
     ray_bin = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

@@ -5,7 +5,6 @@ freshness checks run as a job) against a real instance."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from pathlib import Path
 

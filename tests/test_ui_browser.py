@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from .processes import dagster_dev, free_port
 
 pytestmark = pytest.mark.slow  # a materialisation, dagster dev and a browser: ~3 min on 2 shared cores
 REPO = Path(__file__).parents[1]
@@ -27,12 +26,6 @@ SCREENSHOTS = REPO / "bench" / "results"
 PARTITION = "sample/docstrings.jsonl"
 STAGES = ["raw", "extracted", "normalized", "english", "deduplicated", "near_deduplicated", "repetiti…_filtered",
           "quality_filtered", "web_filtered", "redacted", "shards", "edu_scored", "edu_selected"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -75,26 +68,11 @@ def _stage_with_drops(root: Path) -> tuple[str, str, list[str]]:
 
 
 @pytest.fixture()
-def dagster_dev(default_project: Path, tmp_path: Path):
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(default_project / ".dagster_home"), "LLMDATA_PROJECT": str(default_project)}
-    log = open(tmp_path / "dagster_dev.log", "w")
-    proc = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=default_project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+def dagster_ui(default_project: Path, tmp_path: Path):
+    port = free_port()
+    with dagster_dev(default_project, default_project / ".dagster_home", port, tmp_path / "dagster_dev.log"):
         _wait_http(f"http://127.0.0.1:{port}/server_info", 180)
         yield f"http://127.0.0.1:{port}"
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # the whole process group: webserver, daemon, code server
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=20)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
 
 
 def _dismiss_first_run_dialog(page) -> bool:
@@ -109,7 +87,7 @@ def _dismiss_first_run_dialog(page) -> bool:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (.ci/run installs it)")
-def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dagster_dev):
+def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dagster_ui):
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -117,7 +95,7 @@ def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dag
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{dagster_dev}/locations/llmdata/asset-groups/sample/lineage", timeout=120_000)
+            page.goto(f"{dagster_ui}/locations/llmdata/asset-groups/sample/lineage", timeout=120_000)
             assert _dismiss_first_run_dialog(page), "the first-run community dialog did not show on a fresh browser"
 
             # the group's graph: every stage is a node, joined by edges
@@ -131,7 +109,7 @@ def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dag
 
             # a stage that dropped documents: lineage to its upstream and its materialisation's metadata
             stage, upstream, reasons = _stage_with_drops(default_project)
-            page.goto(f"{dagster_dev}/assets/sample/{stage}?partition={PARTITION.replace('/', '%2F')}", timeout=120_000)
+            page.goto(f"{dagster_ui}/assets/sample/{stage}?partition={PARTITION.replace('/', '%2F')}", timeout=120_000)
             page.get_by_text(f"dropped/{reasons[0]}").first.wait_for(timeout=60_000)
             text = page.locator("body").inner_text()
             for expected in ("n_in", "n_out", "n_rejected", *(f"dropped/{r}" for r in reasons), "rejected_examples", "sample",
