@@ -111,10 +111,16 @@ def test_asset_graph_lineage_and_metadata_in_a_real_browser(default_project, dag
             stage, upstream, reasons = _stage_with_drops(default_project)
             page.goto(f"{dagster_ui}/assets/sample/{stage}?partition={PARTITION.replace('/', '%2F')}", timeout=120_000)
             page.get_by_text(f"dropped/{reasons[0]}").first.wait_for(timeout=60_000)
-            text = page.locator("body").inner_text()
-            for expected in ("n_in", "n_out", "n_rejected", *(f"dropped/{r}" for r in reasons), "rejected_examples", "sample",
-                             "Upstream assets", f"sample / {upstream}", "Downstream assets"):
-                assert expected in text, f"{expected!r} not on the page"
+            wanted = ("n_in", "n_out", "n_rejected", *(f"dropped/{r}" for r in reasons), "rejected_examples", "sample",
+                      "Upstream assets", f"sample / {upstream}", "Downstream assets")
+            deadline = time.time() + 60  # the lineage sidebar fills in after the metadata
+            while True:
+                text = page.locator("body").inner_text()
+                missing = [w for w in wanted if w not in text]
+                if not missing or time.time() > deadline:
+                    break
+                page.wait_for_timeout(1000)
+            assert not missing, f"{missing} not on the page"
             sample_table = page.locator("table").filter(has_text="domain").last
             assert sample_table.locator("tr").count() >= 3  # the header and sample rows
             page.set_viewport_size({"width": 1600, "height": 1400})
