@@ -95,7 +95,7 @@ def main() -> None:
         "input_mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
         "kept": stages[-1]["n_out"], "ingested": stages[0]["n_in"],
         "settings": "assets/sample.yaml without the judge branch; llmdata materialize (one Dagster run per landed file)",
-        "note": "2-core machine shared with 4 other engineers while it ran",
+        "note": "quiet 2-core machine (nothing else running)",
     })
 
 

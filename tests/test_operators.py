@@ -108,6 +108,24 @@ def test_extract_html_on_pydoc_html(tmp_path):
     assert outcome.ledger.rejected == {"no_main_text": 1}
 
 
+def test_extract_html_timeout_inside_a_dagster_run_quarantines_quietly(tmp_path, capfd):
+    """The sandbox child a timeout terminates dies at once: Dagster's step-interrupt handler, which
+    a forked child inherits, must not run in it (it raised there and unwound the parent's cleanup)."""
+    import dagster as dg
+
+    from tests.conftest import materialise_partition, one_source_project
+
+    page = "<html><body>" + "".join(f"<p>Paragraph {i} of an article body with enough words.</p>" for i in range(400)) + "</body></html>"
+    root = one_source_project(tmp_path / "p", "sbx", [{"name": "extracted", "op": "extract_html", "params": {"timeout": 0.01}},
+                                                       {"name": "normalized", "op": "normalize"}],
+                              [{"id": f"h{i}", "text": page} for i in range(3)])
+    with dg.instance_for_test() as instance:
+        result, md = materialise_partition(root, instance)
+    assert result.success
+    assert md["extracted"]["quarantined/error:TimeoutError"].value == 3 and md["extracted"]["n_out"].value == 0
+    assert "DagsterExecutionInterruptedError" not in capfd.readouterr().err
+
+
 def test_normalize_removes_ansi_control_and_mojibake(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [
         {"id": "a", "text": "\x1b[31mred\x1b[0m   text\x07 here\r\n\n\n\nnext"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import signal
 from typing import Literal
 
 from datatrove.data import Document
@@ -137,6 +138,24 @@ class ExtractParams(OperatorParams):
     timeout: float = Field(5.0, gt=0, description="Seconds one page may take to extract; a page that takes longer is quarantined.")
 
 
+class _InSandboxChild:
+    """An extract function as the sandbox's child process runs it: SIGTERM and SIGINT go back to
+    their defaults on the first call, so a child terminated on a timeout dies at once instead of
+    running handlers inherited from the parent (Dagster's step-interrupt handler, which raised in
+    the child and unwound the parent's cleanup there)."""
+
+    def __init__(self, extract):
+        self.extract = extract
+        self.reset = False
+
+    def __call__(self, text):
+        if not self.reset:  # only ever called in the child (the sandbox's warm-up call comes first)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            self.reset = True
+        return self.extract(text)
+
+
 class ExtractFn(DocFunction):
     """trafilatura through datatrove's extractor, in its sandbox process so a pathological
     page times out instead of hanging the stage."""
@@ -150,7 +169,7 @@ class ExtractFn(DocFunction):
         from datatrove.pipeline.extractors import Trafilatura
         from datatrove.pipeline.extractors.base import ExtractorSandbox
 
-        self._extractor = Trafilatura(favour_precision=self.params.favour_precision, timeout=self.params.timeout)
+        self._extract = _InSandboxChild(Trafilatura(favour_precision=self.params.favour_precision, timeout=self.params.timeout).extract)
         self._sandbox = ExtractorSandbox(timeout=self.params.timeout, warmup_text="")
         self._sandbox.__enter__()
         return self
@@ -163,7 +182,7 @@ class ExtractFn(DocFunction):
     def __call__(self, doc: Document):
         if self.params.only_html and not HTML_HINT.search(doc.text[:5000]):
             return True
-        text = self._sandbox.process_document(doc.text, self._extractor.extract)
+        text = self._sandbox.process_document(doc.text, self._extract)
         self.counters["extracted"] += 1
         if not text or not text.strip():
             return False, "no_main_text"
