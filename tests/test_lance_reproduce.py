@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from dagster_llmdata import load_project
 from dagster_llmdata.mixture.assets import MANIFEST_CHECK, mixture_key
@@ -105,3 +106,19 @@ def test_changed_parquet_input_is_reported(tmp_path):
         assert "changed since the manifest was written" in str(exc)
     else:
         raise AssertionError("a changed input file must not reproduce")
+
+
+def test_per_document_weights_over_a_lance_input(tmp_path, prose, instance):
+    from dagster_llmdata.loader import read_project
+    from dagster_llmdata.mixture.plan import plan
+    from dagster_llmdata.mixture.spec import load_mixture_spec
+
+    root = one_source_project(tmp_path, "lake", [{"name": "store", "op": "lance_table"}], _rows(prose, 0, 12))
+    (root / "assets" / "mix.yaml").write_text(MIXTURE)
+    assert materialise_partition(root, instance)[0].success
+    # the re-weighter's output: the odd docs (domain licences) are mostly learned already
+    weights = {f"d{i}": 0.2 for i in range(1, 12, 2)}
+    manifest = plan(load_mixture_spec(root / "assets" / "mix.yaml"), root, read_project(root).pipelines, doc_weights=weights)
+    assert manifest.inputs[0]["kind"] == "lance" and manifest.doc_weights["rows"] == 6
+    assert manifest.domains["licences"]["mean_doc_weight"] == pytest.approx(0.2) and manifest.domains["docs"]["mean_doc_weight"] == 1.0
+    assert manifest.domains["licences"]["probability"] < manifest.domains["docs"]["probability"]

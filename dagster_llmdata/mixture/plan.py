@@ -198,14 +198,15 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
 
 def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
     """Mean per-document weight of each domain's documents (1 for a document without one)."""
-    ids_of: dict[tuple[int, int], list] = {}
+    from .reader import INPUT_KINDS  # (the reader imports the input kinds, which import this package)
+
+    readers = [INPUT_KINDS[inp.get("kind", "parquet")](inp, ["id"]) for inp in scan.inputs]
     out = {}
     for d in domains:
         total, n = 0.0, 0
         for i, j, lo, hi in scan.domains.get(d, DomainScan()).ranges:
-            if (i, j) not in ids_of:
-                ids_of[(i, j)] = pq.read_table(scan.inputs[i]["files"][j]["path"], columns=["id"]).column(0).to_pylist()
-            for doc_id in ids_of[(i, j)][lo:hi]:
+            for row in readers[i].rows(j, list(range(lo, hi))):
+                doc_id = row["id"]
                 total += weights.get(doc_id, 1.0)
                 n += 1
         if n:
