@@ -58,6 +58,11 @@ def main() -> None:
     spec["pipeline"], spec["storage"] = "million", "data"
     spec["executor"] = {"kind": "local", "tasks": args.tasks, "workers": args.workers}
     spec["sources"] = [{"name": "src", "landing": "landing"}]
+    # the judge branch goes; a stage that read from it (the LanceDB store) reads what the branch read
+    inputs = {s["name"]: s.get("input") for s in spec["stages"]}
+    for s in spec["stages"]:
+        while s.get("input") in JUDGE_STAGES:
+            s["input"] = inputs[s["input"]]
     spec["stages"] = [s for s in spec["stages"] if s["name"] not in JUDGE_STAGES]
     (root / "assets/million.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (root / "landing").mkdir()
@@ -94,7 +99,7 @@ def main() -> None:
         "peak_rss_mb": round(peak[0], 1), "disk_mb": round(disk_mb(root / "data"), 1),
         "input_mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
         "kept": stages[-1]["n_out"], "ingested": stages[0]["n_in"],
-        "settings": "assets/sample.yaml without the judge branch; llmdata materialize (one Dagster run per landed file)",
+        "settings": "assets/sample.yaml without the judge branch (the LanceDB store stage reads `redacted` instead); llmdata materialize (one Dagster run per landed file)",
         "note": "quiet 2-core machine (nothing else running)",
     })
 
