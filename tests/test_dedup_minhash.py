@@ -82,3 +82,31 @@ def test_empty_and_tiny_docs_are_never_each_others_duplicates(tmp_path):
     assert outcome.ledger.balanced
     rejected = {r["id"]: r["kept_id"] for f in list_parquet(tmp_path / "out.rejected.parquet") for r in pq.read_table(f).to_pylist()}
     assert rejected == {"e4": "e3", "e5": "e3"}
+
+
+def test_default_params_are_no_slower_than_datatrove_defaults_side_by_side(tmp_path, planted):
+    """The benchmark's two contenders (bench/minhash_dedup.py) on the small planted set, one after
+    the other in this process: a ratio of two runs on the same machine, not a wall-clock bound."""
+    import importlib.util
+    import json
+    import time
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    spec = importlib.util.spec_from_file_location("minhash_bench", Path(__file__).parents[1] / "bench" / "minhash_dedup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path / "planted"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [d.id for d in planted], "text": [d.text for d in planted]}), folder / "docs.parquet")
+    (folder / "groups.json").write_text(json.dumps({d.id: d.group for d in planted}))
+    seconds, scores = {}, {}
+    for name, contender in (("ours", bench.run_ours), ("datatrove", bench.run_datatrove)):
+        start = time.perf_counter()
+        dropped = contender(folder, tmp_path / name, {}, 2)
+        seconds[name] = time.perf_counter() - start
+        scores[name] = bench.scores(folder, dropped)
+    assert scores["ours"]["precision"] >= 0.99 and scores["ours"]["recall"] >= 0.95, scores
+    assert scores["datatrove"]["recall"] < scores["ours"]["recall"], scores
+    assert seconds["ours"] <= seconds["datatrove"], seconds
