@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from dagster_llmdata.mixture.live import stop_group
 
 REPO = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -64,16 +65,7 @@ def process_group(args: list[str], log: Path, **popen) -> Iterator[subprocess.Po
         try:
             yield proc
         finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=20)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(proc)
 
 
 def dagster_dev(project: Path, home: Path, port: int, log: Path):
