@@ -222,11 +222,11 @@ def _finish(stage: StageSpec, run: StageRun, fp: str, outcome: StageOutcome) -> 
 
 
 @contextlib.contextmanager
-def partition_lock(layout: PipelineLayout, stages: list[str], partition: str) -> Iterator[None]:
+def partition_lock(layout: PipelineLayout, stages: list[str], partition: str, timeout: float | None = None) -> Iterator[None]:
     """An exclusive lock per (stage, partition) for every stage of a chain, taken in pipeline
-    order (so two chains never wait on each other in a circle). Waits up to
-    $LLMDATA_LOCK_TIMEOUT_S; a lock held by a dead process is released by the OS."""
-    timeout = _lock_timeout()
+    order (so two chains never wait on each other in a circle). Waits up to `timeout` (default
+    $LLMDATA_LOCK_TIMEOUT_S); a lock held by a dead process is released by the OS."""
+    timeout = _lock_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     with contextlib.ExitStack() as held:
         for stage in stages:
@@ -236,9 +236,9 @@ def partition_lock(layout: PipelineLayout, stages: list[str], partition: str) ->
 
 
 @contextlib.contextmanager
-def stage_lock(layout: PipelineLayout, stages: list[str]) -> Iterator[None]:
+def stage_lock(layout: PipelineLayout, stages: list[str], timeout: float | None = None) -> Iterator[None]:
     """An exclusive lock per stage, over all its partitions (taken before any partition lock)."""
-    timeout = _lock_timeout()
+    timeout = _lock_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     with contextlib.ExitStack() as held:
         for stage in stages:

@@ -25,15 +25,18 @@ class Removal:
 
 
 def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: dg.DagsterInstance,
-                     why: str = "removed") -> Removal:
+                     why: str = "removed", lock_timeout: float | None = None) -> Removal:
     """Remove `partition` from `spec`'s pipeline. Holds the same locks as a run of its stages, so a
-    run in progress finishes first. Returns what was cleared and which partitions went stale."""
+    run in progress finishes first (waiting up to `lock_timeout`, default $LLMDATA_LOCK_TIMEOUT_S,
+    then raising PartitionLocked with nothing removed). Returns what was cleared and which
+    partitions went stale."""
     ctx = pipeline_context(spec, Path(root))
     partitions = partitions_def_for(spec)
     keys = list(instance.get_dynamic_partitions(partitions.name))
     serial = [s for s in spec.stages if get_operator(s.op).serial]
     removal = Removal(partition)
-    with stage_lock(ctx.layout, [s.name for s in serial]), partition_lock(ctx.layout, [s.name for s in spec.stages], partition):
+    with stage_lock(ctx.layout, [s.name for s in serial], lock_timeout), \
+            partition_lock(ctx.layout, [s.name for s in spec.stages], partition, lock_timeout):
         # who compared against it: read before its data (and so its place in the order) is gone
         later = {s.name: later_partition_keys(ctx, s, partition, keys) for s in serial}
         for stage in spec.stages:

@@ -185,6 +185,7 @@ def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, roo
 
 
 GONE = "gone"  # the cursor's stamp for an entry seen to disappear (so it is handled once)
+REMOVE_LOCK_WAIT_S = 10.0  # a sensor evaluation must stay short: a partition a run holds is removed on a later one
 
 
 def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSensorSpec, spec: PipelineSpec, root: Path,
@@ -197,10 +198,16 @@ def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSen
         return seen
     seen = dict(seen)
     if sensor_spec.on_removed == "remove":
+        from .materialise import PartitionLocked
         from .removal import remove_partition
 
         for key in gone:
-            removal = remove_partition(spec, root, key, context.instance, why="removed from its landing folder")
+            try:
+                removal = remove_partition(spec, root, key, context.instance, why="removed from its landing folder",
+                                           lock_timeout=REMOVE_LOCK_WAIT_S)
+            except PartitionLocked as exc:  # a run holds it: the next evaluation tries again
+                context.log.info(f"landing entry {key} disappeared; not removed yet: {exc}")
+                continue
             stale = "; ".join(f"{stage}: {', '.join(keys)}" for stage, keys in removal.stale.items() if keys)
             context.log.info(f"landing entry {key} disappeared: partition removed" + (f"; now stale: {stale}" if stale else ""))
             del seen[key]

@@ -151,6 +151,27 @@ def test_landing_sensor_on_a_removed_file(two_files, instance, on_removed):
         assert _stage_dir(root, "near", "data", "b.jsonl").exists()
 
 
+def test_landing_sensor_removes_a_partition_a_run_holds_on_a_later_tick(two_files, instance, monkeypatch):
+    from dagster_llmdata import sensors
+    from dagster_llmdata.factory import pipeline_context
+    from dagster_llmdata.materialise import stage_lock
+
+    root = two_files
+    defs = _landing_sensor_project(root, "remove")
+    sensor = defs.resolve_sensor_def("corp_landing")
+    first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    materialise_partition(root, instance, partition="web/a.jsonl")
+    (root / "landing" / "a.jsonl").unlink()
+    monkeypatch.setattr(sensors, "REMOVE_LOCK_WAIT_S", 0.2)
+    with stage_lock(pipeline_context(read_project(root).pipelines["corp"], root).layout, ["near"]):  # a dedup run in progress
+        busy = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+    assert _stage_dir(root, "near", "data", "a.jsonl").exists()  # nothing removed while it was held
+    assert isinstance(busy, dg.SkipReason)  # and nothing recorded: the next tick tries again
+    later = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+    assert not _stage_dir(root, "near", "data", "a.jsonl").exists()
+    assert "web/a.jsonl" not in json.loads(later.cursor)
+
+
 def _materialise_in_process(root, home, partition):
     with dg.DagsterInstance.from_config(home) as instance:
         materialise_partition(root, instance, partition=partition)
