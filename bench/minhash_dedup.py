@@ -68,7 +68,7 @@ def scores(folder: Path, dropped: dict[str, str | None]) -> dict:
 # -- the three contenders, each run in its own process ---------------------------------------------
 
 
-def run_ours(folder: Path, out: Path, params: dict, workers: int, start_method: str = "fork") -> dict[str, str | None]:
+def run_ours(folder: Path, out: Path, params: dict, workers: int) -> dict[str, str | None]:
     import pyarrow.parquet as pq
 
     from dagster_llmdata.execute import run_stage
@@ -78,15 +78,13 @@ def run_ours(folder: Path, out: Path, params: dict, workers: int, start_method: 
 
     run = StageRun(stage="near", input_files=[str(folder / "docs.parquet")], output_dir=out / "data", rejected_dir=out / "rejected",
                    quarantine_dir=out / "quarantine", work_dir=out / "work",
-                   executor=ExecutorConfig(tasks=workers, workers=workers, start_method=start_method))
+                   executor=ExecutorConfig(tasks=workers, workers=workers, start_method="fork"))
     outcome = run_stage(get_operator("minhash_dedup")(params), run)
     assert outcome.ledger.balanced
     return {r["id"]: r["kept_id"] for f in list_parquet(out / "rejected") for r in pq.read_table(f, columns=["id", "kept_id"]).to_pylist()}
 
 
-def run_datatrove(folder: Path, out: Path, params: dict, workers: int, start_method: str = "fork") -> dict[str, str | None]:
-    """`start_method`: how datatrove starts its workers (fork, the fastest, from the fresh benchmark process;
-    forkserver from a process whose threads a fork could catch holding a lock)."""
+def run_datatrove(folder: Path, out: Path, params: dict, workers: int) -> dict[str, str | None]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig
@@ -97,7 +95,7 @@ def run_datatrove(folder: Path, out: Path, params: dict, workers: int, start_met
 
     def execute(pipeline, name, tasks):
         LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(out / "logs" / name),
-                              start_method=start_method).run()
+                              start_method="fork").run()
 
     # the reader splits work by file: the corpus in `workers` files so every worker has work
     import pyarrow.parquet as pq
