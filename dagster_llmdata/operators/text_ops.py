@@ -8,6 +8,7 @@ import signal
 from typing import Literal
 
 from datatrove.data import Document
+from datatrove.pipeline.extractors.base import ExtractorSandbox
 from pydantic import Field
 
 from .base import DocFunction, Operator, OperatorParams
@@ -138,22 +139,25 @@ class ExtractParams(OperatorParams):
     timeout: float = Field(5.0, gt=0, description="Seconds one page may take to extract; a page that takes longer is quarantined.")
 
 
-class _InSandboxChild:
-    """An extract function as the sandbox's child process runs it: SIGTERM and SIGINT go back to
-    their defaults on the first call, so a child terminated on a timeout dies at once instead of
-    running handlers inherited from the parent (Dagster's step-interrupt handler, which raised in
-    the child and unwound the parent's cleanup there)."""
+class QuietSandbox(ExtractorSandbox):
+    """datatrove's extractor sandbox, with a child that SIGTERM (how the sandbox stops a child on a
+    timeout) kills outright. A forked child inherits the parent's handlers, and in a Dagster step
+    that is Dagster's interrupt handler: it raised in the child and unwound the parent's cleanup
+    there. SIGTERM stays blocked from the fork until the child has its default action back, so
+    even a child stopped while it starts up dies quietly; a SIGTERM sent to the parent meanwhile
+    reaches it once the child is up."""
 
-    def __init__(self, extract):
-        self.extract = extract
-        self.reset = False
+    def _ensure_process(self, extract_fn):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            super()._ensure_process(extract_fn)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def __call__(self, text):
-        if not self.reset:  # only ever called in the child (the sandbox's warm-up call comes first)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            self.reset = True
-        return self.extract(text)
+    def _worker(self, conn, extract_fn):  # runs in the child
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        super()._worker(conn, extract_fn)
 
 
 class ExtractFn(DocFunction):
@@ -167,10 +171,9 @@ class ExtractFn(DocFunction):
 
     def __enter__(self):
         from datatrove.pipeline.extractors import Trafilatura
-        from datatrove.pipeline.extractors.base import ExtractorSandbox
 
-        self._extract = _InSandboxChild(Trafilatura(favour_precision=self.params.favour_precision, timeout=self.params.timeout).extract)
-        self._sandbox = ExtractorSandbox(timeout=self.params.timeout, warmup_text="")
+        self._extractor = Trafilatura(favour_precision=self.params.favour_precision, timeout=self.params.timeout)
+        self._sandbox = QuietSandbox(timeout=self.params.timeout, warmup_text="")
         self._sandbox.__enter__()
         return self
 
@@ -182,7 +185,7 @@ class ExtractFn(DocFunction):
     def __call__(self, doc: Document):
         if self.params.only_html and not HTML_HINT.search(doc.text[:5000]):
             return True
-        text = self._sandbox.process_document(doc.text, self._extract)
+        text = self._sandbox.process_document(doc.text, self._extractor.extract)
         self.counters["extracted"] += 1
         if not text or not text.strip():
             return False, "no_main_text"
