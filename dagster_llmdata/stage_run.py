@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -115,7 +117,8 @@ class StageRun:
         executor = LocalPipelineExecutor(
             pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), start_method=self.executor.start_method,
         )
-        return stats_to_dict(executor.run())
+        with _sigterm_deliverable():
+            return stats_to_dict(executor.run())
 
     def finalize(self, schema: pa.Schema) -> None:
         """Every dataset folder ends with at least one file, so downstream knows its schema; the
@@ -153,3 +156,18 @@ def _total(metric) -> float:
     if isinstance(metric, dict):
         return float(metric.get("total", 0))
     return float(getattr(metric, "total", metric))
+
+
+@contextlib.contextmanager
+def _sigterm_deliverable():
+    """datatrove's worker pool stops its workers with SIGTERM when it closes: a process that
+    ignores SIGTERM (some supervisors start it so) hands that on to the workers and the pool never
+    closes. For the executor's run, an ignored SIGTERM gets its default action back."""
+    ignored = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -156,12 +156,17 @@ def test_cli_is_quiet_helpful_and_leaves_no_dagster_home(tmp_path, prose):
     assert status.returncode == 2 and "is not an llmdata project" in status.stderr
 
 
-def test_python_api_needs_no_main_guard(tmp_path, prose):
-    """A plain script (no `if __name__ == "__main__":`) with several row groups and two workers."""
+@pytest.mark.parametrize("sigterm", ["default", "ignored"])
+def test_python_api_needs_no_main_guard(tmp_path, prose, sigterm):
+    """A plain script (no `if __name__ == "__main__":`) with several row groups and two workers;
+    also from a process that ignores SIGTERM (the worker pool stops its workers with it)."""
     data = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [str(i) for i in range(6000)], "text": [prose[i % 20] for i in range(6000)]}), data, row_group_size=1000)
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(f"""\
+        import signal
+        if {sigterm == "ignored"}:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         from dagster_llmdata import ExecutorConfig, apply_operator
         outcome = apply_operator("normalize", {str(data)!r}, {str(tmp_path / 'o.parquet')!r}, executor=ExecutorConfig(tasks=2, workers=2))
         print("n_out", outcome.ledger.n_out)
