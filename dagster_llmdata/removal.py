@@ -45,11 +45,10 @@ def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: d
                 shutil.rmtree(d)
             if dirs:
                 removal.stages_cleared.append(stage.name)
+        events = []
         for stage in serial:
             run, op = stage_run_for(ctx, stage, partition, require_input=False)
             op.forget_partition(run)
-        events = []
-        for stage in serial:
             removal.stale[stage.name] = later[stage.name]
             events += compared_with_events(ctx, stage, later[stage.name], f"partition {partition} that landed before it was {why}")
     for event in events:
