@@ -18,9 +18,9 @@ import time
 from common import REPO, WORK, bench_args, save
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.agent.config import AgentConfig
-from dagster_llmdata.agent.intent import Intent
-from dagster_llmdata.sample_corpus import build_sample_corpus
+from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.spec.intent import Intent
+from dagster_llmdata.demo.sample_corpus import build_sample_corpus
 from tests.agent_helpers import code_source, html_source, mixed_language_source, pii_and_dups_source
 from tests.conftest import prose_docs
 

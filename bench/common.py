@@ -18,7 +18,7 @@ WORK = REPO / "bench" / "work"
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
-from dagster_llmdata.logs import stderr_to as quiet_stderr  # noqa: E402, F401  (re-exported to the benchmarks)
+from dagster_llmdata.io.logs import stderr_to as quiet_stderr  # noqa: E402, F401  (re-exported to the benchmarks)
 
 
 def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
@@ -28,7 +28,7 @@ def corpus_files(n_docs: int, n_files: int = 1) -> list[Path]:
     done = folder / "_done"
     if done.exists():
         return sorted(folder.glob("part-*.jsonl"))
-    from dagster_llmdata.sample_corpus import build_sample_corpus
+    from dagster_llmdata.demo.sample_corpus import build_sample_corpus
 
     shutil.rmtree(folder, ignore_errors=True)
     raw = folder / "_raw"

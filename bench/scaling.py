@@ -31,7 +31,7 @@ def main() -> None:
         spec = root / "assets" / f"{name}.yaml"
         spec.write_text(spec.read_text().replace("kind: local", f"kind: {kind}"))
         if kind == "ray":
-            from dagster_llmdata.ray_executor import connect
+            from dagster_llmdata.io.ray_executor import connect
 
             connect(None, workers)
         best = None

@@ -23,7 +23,7 @@ from common import WORK, bench_args, save  # noqa: E402
 
 def texts(n: int) -> list[str]:
     """n distinct real texts: windows of 3 sentences over the paragraphs Python ships."""
-    from dagster_llmdata.sample_corpus import _stdlib_files, docstrings_and_code, python_docs
+    from dagster_llmdata.demo.sample_corpus import _stdlib_files, docstrings_and_code, python_docs
 
     sources = [d["text"] for d in python_docs()] + [d["text"] for d in docstrings_and_code(_stdlib_files())[0]]
     sentences = [s for src in sources for s in re.split(r"(?<=[.!?])\s+", " ".join(src.split())) if len(s.split()) >= 4]

@@ -27,7 +27,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from dagster_llmdata import ExecutorConfig, apply_operator
-    from dagster_llmdata.store.planted import planted_set
+    from dagster_llmdata.demo.planted_store import planted_set
 
     work = WORK / "semantic_dedup"
     work.mkdir(parents=True, exist_ok=True)

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-from .agent.agent import ProposalResult, propose
-from .agent.config import AgentConfig
-from .agent.intent import Intent, load_intent
-from .component import PipelineComponent
-from .datasets import dataset, dataset_files
-from .execute import StageOutcome, run_stage
-from .factory import (
-    LEDGER_CHECK,
-    build_pipeline_assets,
-    build_pipeline_job,
-    partitions_def_for,
-)
-from .ledger import Ledger
-from .loader import load_project
-from .mixture.feedback import FeedbackStore, report
-from .mixture.manifest import Manifest, read_manifest
-from .mixture.reader import MixtureDataset
-from .mixture.spec import MixtureSpec
-from .operators import (
-    REGISTRY,
-    Operator,
-    OperatorParams,
-    get_operator,
-    register_operator,
-)
-from .removal import Removal, remove_partition
-from .sample_corpus import build_sample_corpus
-from .sensors import LandingSensorSpec, build_landing_sensor
-from .standalone import apply_operator
-from .spec import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
-from .stage_run import ExecutorConfig, StageRun
-from .store import Hit, SampleStore, StoreError, search_samples
-from .store.reproduce import ReproduceError, reproduce
+from dagster_llmdata.agent.agent import ProposalResult, propose
+from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.spec.intent import Intent, load_intent
+from dagster_llmdata.defs.components import PipelineComponent
+from dagster_llmdata.engine.datasets import dataset, dataset_files
+from dagster_llmdata.engine.execute import StageOutcome, run_stage
+from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets, build_pipeline_job, partitions_def_for
+from dagster_llmdata.io.ledger import Ledger
+from dagster_llmdata.definitions import load_project
+from dagster_llmdata.mixture.feedback import FeedbackStore, report
+from dagster_llmdata.mixture.manifest import Manifest, read_manifest
+from dagster_llmdata.mixture.reader import MixtureDataset
+from dagster_llmdata.spec.mixture import MixtureSpec
+from dagster_llmdata.operators import REGISTRY, Operator, get_operator, register_operator
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.defs.removal import Removal, remove_partition
+from dagster_llmdata.demo.sample_corpus import build_sample_corpus
+from dagster_llmdata.defs.landing_sensor import LandingSensorSpec, build_landing_sensor
+from dagster_llmdata.engine.standalone import apply_operator
+from dagster_llmdata.spec.pipeline import PipelineSpec, SourceSpec, SpecError, StageSpec, load_pipeline_spec
+from dagster_llmdata.config import ExecutorConfig
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.store import Hit, SampleStore, StoreError, search_samples
+from dagster_llmdata.mixture.reproduce import ReproduceError, reproduce
 
 __all__ = [
     "AgentConfig",

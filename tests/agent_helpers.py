@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import write_jsonl
+from dagster_llmdata.conftest import write_jsonl
 
 
 def agent_project(root: Path, **config) -> Path:
@@ -84,7 +84,7 @@ def mixed_language_source(folder: Path, n_per_language: int = 30) -> Path:
 
 def code_source(folder: Path, n_docs: int = 80) -> Path:
     """Functions and classes of Python's own standard library, one per document."""
-    from dagster_llmdata.sample_corpus import _stdlib_files, docstrings_and_code
+    from dagster_llmdata.demo.sample_corpus import _stdlib_files, docstrings_and_code
 
     _, code = docstrings_and_code(_stdlib_files()[:60])
     write_jsonl(folder / "stdlib.jsonl", [{"id": f"code-{i}", "text": c["text"]} for i, c in enumerate(code[:n_docs])])
@@ -93,7 +93,7 @@ def code_source(folder: Path, n_docs: int = 80) -> Path:
 
 def html_source(folder: Path, n_pages: int = 40) -> Path:
     """Real HTML pages (pydoc's rendering of stdlib modules, Debian's HTML docs), one file each."""
-    from dagster_llmdata.sample_corpus import html_pages
+    from dagster_llmdata.demo.sample_corpus import html_pages
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, page in html_pages(n_pages):

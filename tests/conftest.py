@@ -27,7 +27,7 @@ def prose_docs(n: int = 30) -> list[str]:
                 docs.append("\n\n".join(chunk))
                 chunk = []
     if len(docs) < n:
-        from dagster_llmdata.sample_corpus import python_docs
+        from dagster_llmdata.demo.sample_corpus import python_docs
 
         docs += [d["text"] for d in python_docs() if len(d["text"].split()) > 120]
     # spread over the licences rather than 40 chunks of the first one

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from dagster_llmdata.mixture.live import stop_group
+from dagster_llmdata.demo.dagster_dev import stop_group
 
 REPO = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

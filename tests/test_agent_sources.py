@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.agent.config import agent_config
-from dagster_llmdata.agent.intent import Intent
+from dagster_llmdata.spec.agent import agent_config
+from dagster_llmdata.spec.intent import Intent
 from dagster_llmdata.agent.profile import detect_languages, is_code, is_markup, pii_hits
 from dagster_llmdata.io.parquet_store import list_parquet
-from dagster_llmdata.sample_corpus import build_sample_corpus
+from dagster_llmdata.demo.sample_corpus import build_sample_corpus
 
-from .agent_helpers import agent_project, code_source, html_source, mixed_language_source, pii_and_dups_source
+from dagster_llmdata.agent_helpers import agent_project, code_source, html_source, mixed_language_source, pii_and_dups_source
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from dagster_llmdata.agent.agent import verify_context
-from dagster_llmdata.agent.config import AgentConfig
-from dagster_llmdata.agent.intent import IntentError, load_intent, read_goals
+from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.spec.intent import IntentError, load_intent, read_goals
 from dagster_llmdata.agent.verify import verify_static
 
-from .agent_helpers import agent_project, write_intent
-from .conftest import PIPELINE_YAML, write_jsonl
+from dagster_llmdata.agent_helpers import agent_project, write_intent
+from dagster_llmdata.conftest import PIPELINE_YAML, write_jsonl
 
 GOOD = {
     "pipeline": "fresh",

@@ -10,11 +10,11 @@ import pytest
 
 from dagster_llmdata import apply_operator
 from dagster_llmdata.dedup.minhash import MinhashScheme
-from dagster_llmdata.dedup.planted import planted_corpus, precision_recall
+from dagster_llmdata.demo.planted_duplicates import planted_corpus, precision_recall
 from dagster_llmdata.dedup.shingles import Shingler, jaccard
 from dagster_llmdata.io.parquet_store import list_parquet
 
-from .conftest import write_jsonl
+from dagster_llmdata.conftest import write_jsonl
 
 DATATROVE_DEFAULTS = {"shingle": "word", "n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8, "verify_threshold": 0.0}
 

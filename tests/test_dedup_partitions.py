@@ -15,12 +15,12 @@ import pytest
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from dagster_llmdata import load_project
-from dagster_llmdata.loader import read_project
-from dagster_llmdata.removal import remove_partition
-from dagster_llmdata.dedup.planted import substitute_words
+from dagster_llmdata.definitions import read_project
+from dagster_llmdata.defs.removal import remove_partition
+from dagster_llmdata.demo.planted_duplicates import substitute_words
 from dagster_llmdata.io.parquet_store import list_parquet
 
-from .conftest import materialise_partition, one_source_project, write_jsonl
+from dagster_llmdata.conftest import materialise_partition, one_source_project, write_jsonl
 
 STAGES = [{"name": "exact", "op": "exact_dedup"}, {"name": "near", "op": "minhash_dedup"}]
 
@@ -152,9 +152,9 @@ def test_landing_sensor_on_a_removed_file(two_files, instance, on_removed):
 
 
 def test_landing_sensor_removes_a_partition_a_run_holds_on_a_later_tick(two_files, instance, monkeypatch):
-    from dagster_llmdata import sensors
-    from dagster_llmdata.factory import pipeline_context
-    from dagster_llmdata.materialise import stage_lock
+    from dagster_llmdata.defs import landing_sensor as sensors
+    from dagster_llmdata.defs.assets import pipeline_context
+    from dagster_llmdata.engine.materialise import stage_lock
 
     root = two_files
     defs = _landing_sensor_project(root, "remove")

@@ -11,7 +11,7 @@ import pytest
 from dagster_llmdata import apply_operator
 from dagster_llmdata.operators.sentence_dedup import split_sentences
 
-from .conftest import materialise_partition, one_source_project, write_jsonl
+from dagster_llmdata.conftest import materialise_partition, one_source_project, write_jsonl
 
 BOILER = "Cookies help us deliver our services. By using our services you agree. Read our privacy policy here."
 
@@ -104,7 +104,7 @@ def test_decontaminate_n_gram_size_is_a_param_and_missing_eval_files_are_a_clear
     params = {"eval_sets": [{"name": "qa", "path": "evals/qa.jsonl"}], "n_grams": 8}
     outcome = apply_operator("decontaminate", write_jsonl(tmp_path / "in.jsonl", docs), tmp_path / "out.parquet", params)
     assert outcome.ledger.rejected == {"eval_contamination": 1}
-    from dagster_llmdata.operators.base import StageFailed
+    from dagster_llmdata.errors import StageFailed
 
     with pytest.raises(StageFailed, match="does not exist"):
         apply_operator("decontaminate", tmp_path / "in.jsonl", tmp_path / "out2.parquet",

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from dagster_llmdata.execute import run_stage
+from dagster_llmdata.engine.execute import run_stage
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.judges.distill import agreement, load_classifier, stratified_sample, train_classifier
 from dagster_llmdata.operators.select import Select
-from dagster_llmdata.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageRun
 
 needs_distill_extra = pytest.mark.skipif(
     importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("scipy") is None,
@@ -138,7 +138,7 @@ def judged_corpus() -> tuple[list[str], list[int]]:
     """Real text from this machine, scored 0-3 for educational value as a judge would: the language
     reference 3, substantial stdlib docstrings 2, Debian changelogs and copyright files 1, source
     code and crawl junk 0."""
-    from dagster_llmdata.sample_corpus import _junk, _stdlib_files, debian_docs, docstrings_and_code, python_docs
+    from dagster_llmdata.demo.sample_corpus import _junk, _stdlib_files, debian_docs, docstrings_and_code, python_docs
 
     docstrings, code = docstrings_and_code(_stdlib_files()[:150])
     items = [(d["text"], 3) for d in python_docs()]

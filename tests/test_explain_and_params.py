@@ -12,12 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from dagster_llmdata import apply_operator
-from dagster_llmdata.execute import run_stage
+from dagster_llmdata.engine.execute import run_stage
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.schema import drop_schema
 from dagster_llmdata.operators import REGISTRY, has_batch_fn, is_streaming
 from dagster_llmdata.operators.base import BatchFunction, DocFunction
-from dagster_llmdata.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageRun
 from tests.conftest import write_jsonl
 
 

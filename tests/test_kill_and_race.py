@@ -59,10 +59,10 @@ def with_kill_switch(project: Path) -> list[str]:
 def drive(project: str) -> None:
     """Materialise every unit of the project's pipeline for PARTITION, as Dagster would in order;
     prints one JSON line per stage, [stage, skipped], then {"seconds": time since the imports}."""
-    from dagster_llmdata.factory import execution_units, lineage_code_versions
-    from dagster_llmdata.layout import PipelineLayout
-    from dagster_llmdata.materialise import PipelineContext, materialise_chain
-    from dagster_llmdata.spec import load_pipeline_spec
+    from dagster_llmdata.defs.assets import execution_units, lineage_code_versions
+    from dagster_llmdata.io.layout import PipelineLayout
+    from dagster_llmdata.engine.materialise import PipelineContext, materialise_chain
+    from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
     start = time.perf_counter()
     register_operator(KillSwitch)
@@ -186,8 +186,8 @@ def test_two_runs_of_one_partition_at_once_do_the_work_once(killable):
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from dagster_llmdata.layout import PipelineLayout
-from dagster_llmdata.materialise import partition_lock
+from dagster_llmdata.io.layout import PipelineLayout
+from dagster_llmdata.engine.materialise import partition_lock
 with partition_lock(PipelineLayout(Path(sys.argv[1]), "tiny"), ["raw"], sys.argv[2]):
     print("held", flush=True)
     time.sleep(120)
@@ -195,10 +195,10 @@ with partition_lock(PipelineLayout(Path(sys.argv[1]), "tiny"), ["raw"], sys.argv
 
 
 def test_lock_wait_times_out_naming_the_holder_and_a_dead_holder_frees_it(project, monkeypatch):
-    from dagster_llmdata.factory import lineage_code_versions
-    from dagster_llmdata.layout import PipelineLayout
-    from dagster_llmdata.materialise import PartitionLocked, PipelineContext, materialise_chain
-    from dagster_llmdata.spec import load_pipeline_spec
+    from dagster_llmdata.defs.assets import lineage_code_versions
+    from dagster_llmdata.io.layout import PipelineLayout
+    from dagster_llmdata.engine.materialise import PartitionLocked, PipelineContext, materialise_chain
+    from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
     spec = load_pipeline_spec(project / "assets/tiny.yaml")
     layout = PipelineLayout((project / spec.storage).resolve(), spec.pipeline)

@@ -15,11 +15,11 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import load_project
-from dagster_llmdata.mixture.assets import MANIFEST_CHECK, mixture_key
+from dagster_llmdata.mixture.mixture_asset import MANIFEST_CHECK, mixture_key
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
 from dagster_llmdata.store import SampleStore
-from dagster_llmdata.store.reproduce import ReproduceError, reproduce
+from dagster_llmdata.mixture.reproduce import ReproduceError, reproduce
 from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 BIN = Path(sys.executable).parent
@@ -93,7 +93,7 @@ def test_changed_parquet_input_is_reported(tmp_path):
     from tests.mixture_helpers import docs, mixture_project, write_stage
 
     from dagster_llmdata.mixture.plan import plan
-    from dagster_llmdata.mixture.spec import load_mixture_spec
+    from dagster_llmdata.spec.mixture import load_mixture_spec
 
     root = mixture_project(tmp_path)
     manifest = plan(load_mixture_spec(root / "assets" / "mix.yaml"), root)
@@ -109,9 +109,9 @@ def test_changed_parquet_input_is_reported(tmp_path):
 
 
 def test_per_document_weights_over_a_lance_input(tmp_path, prose, instance):
-    from dagster_llmdata.loader import read_project
+    from dagster_llmdata.definitions import read_project
     from dagster_llmdata.mixture.plan import plan
-    from dagster_llmdata.mixture.spec import load_mixture_spec
+    from dagster_llmdata.spec.mixture import load_mixture_spec
 
     root = one_source_project(tmp_path, "lake", [{"name": "store", "op": "lance_table"}], _rows(prose, 0, 12))
     (root / "assets" / "mix.yaml").write_text(MIXTURE)

@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from dagster_llmdata import load_project
-from dagster_llmdata.sensors import LandingSensorSpec, landing_cursor, landing_entries, scan_landing
-from dagster_llmdata.spec import load_pipeline_spec
+from dagster_llmdata.defs.landing_sensor import LandingSensorSpec, landing_cursor, landing_entries, scan_landing
+from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
 PARTITION = "web/batch1.jsonl"
 
@@ -36,9 +36,9 @@ def _age(path: Path, seconds: float) -> None:
 
 
 def test_lines_appended_while_a_run_reads_are_processed_by_the_next_run(project, monkeypatch, prose):
-    from dagster_llmdata import materialise
-    from dagster_llmdata.factory import lineage_code_versions
-    from dagster_llmdata.layout import PipelineLayout
+    from dagster_llmdata.engine import materialise
+    from dagster_llmdata.defs.assets import lineage_code_versions
+    from dagster_llmdata.io.layout import PipelineLayout
 
     spec = _spec(project)
     layout = PipelineLayout((project / spec.storage).resolve(), spec.pipeline)
@@ -149,7 +149,7 @@ def test_landing_sensor_spec_fields_are_described_and_bounded():
 
 
 def test_rejected_report_with_a_partition_folder_named_like_a_parquet_file(project):
-    from dagster_llmdata.report import rejected_examples
+    from dagster_llmdata.engine.report import rejected_examples
 
     rejected = project / "data/pipelines/tiny/deduplicated/rejected/web"
     rows = {"id": ["dup", "dup2"], "reason": ["exact_duplicate"] * 2, "kept_id": ["d0", "d1"], "text": ["first copy", "second copy"]}

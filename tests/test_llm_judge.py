@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dagster_llmdata import apply_operator
-from dagster_llmdata.resources import JudgeResource
+from dagster_llmdata.defs.resources import JudgeResource
 from tests.conftest import judge_requests, materialise_partition, one_source_project, write_jsonl
 
 BIN = Path(sys.executable).parent

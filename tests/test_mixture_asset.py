@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import load_project
-from dagster_llmdata.mixture.assets import MANIFEST_CHECK, mixture_key, mixture_op_name, training_run_key
+from dagster_llmdata.mixture.mixture_asset import MANIFEST_CHECK, mixture_key, mixture_op_name, training_run_key
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
 
-from .mixture_helpers import MIXTURE_YAML, mixture_project
+from dagster_llmdata.mixture_helpers import MIXTURE_YAML, mixture_project
 
 
 def _materialise_mixture(root, instance, run_config=None):
@@ -79,6 +79,6 @@ def test_mixture_naming_unknown_dataset_is_reported_and_rest_loads(tmp_path):
     root = mixture_project(tmp_path, MIXTURE_YAML.replace("tiny/shards", "tiny/nostage"))
     graph = load_project(root).resolve_asset_graph()
     assert graph.has(dg.AssetKey(["tiny", "shards"])) and not graph.has(mixture_key("mix"))
-    from dagster_llmdata.loader import SPECS_ASSET
+    from dagster_llmdata.definitions import SPECS_ASSET
 
     assert "tiny/nostage" in graph.get(SPECS_ASSET).description

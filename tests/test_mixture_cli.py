@@ -6,9 +6,9 @@ import csv
 
 import numpy as np
 
-from dagster_llmdata.cli import main
+from dagster_llmdata.cli.main import main
 
-from .mixture_helpers import mixture_project
+from dagster_llmdata.mixture_helpers import mixture_project
 
 
 def _csvs(tmp_path, n=24):
@@ -49,7 +49,7 @@ def test_report_and_show_commands(tmp_path, capsys):
     assert main(["mixture", "report", "r1", "12", "code", "--store", store]) == 2
     root = mixture_project(tmp_path / "p")
     from dagster_llmdata.mixture.plan import plan
-    from dagster_llmdata.mixture.spec import load_mixture_spec
+    from dagster_llmdata.spec.mixture import load_mixture_spec
 
     m = plan(load_mixture_spec(root / "assets" / "mix.yaml"), root)
     assert main(["mixture", "show", str(m.path.parent)]) == 0

@@ -8,12 +8,12 @@ import time
 import pytest
 
 from dagster_llmdata.mixture.feedback import FeedbackStore
-from dagster_llmdata.mixture.live import dagster_dev
+from dagster_llmdata.demo.dagster_dev import dagster_dev
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.plan import plan
-from dagster_llmdata.mixture.spec import load_mixture_spec
+from dagster_llmdata.spec.mixture import load_mixture_spec
 
-from .mixture_helpers import MIXTURE_YAML, docs, mixture_project
+from dagster_llmdata.mixture_helpers import MIXTURE_YAML, docs, mixture_project
 
 SENSOR = """\
 sensors:
@@ -31,7 +31,7 @@ DATA = {"web/a.jsonl": [{**d, "text": "def f(x):\n    return x * 2  # code " * 4
 @pytest.mark.slow  # ~1 min: trains two small LMs
 def test_train_demo_in_process_loop(tmp_path, instance, monkeypatch):
     pytest.importorskip("torch")
-    from dagster_llmdata.mixture.train_demo import run_train_demo
+    from dagster_llmdata.demo.trainer import run_train_demo
 
     monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
     root = mixture_project(tmp_path, MIXTURE_YAML + "algorithm: {name: odm}\n", data=DATA)

@@ -13,12 +13,13 @@ import pytest
 from pydantic import Field
 
 from dagster_llmdata import apply_operator, load_project
-from dagster_llmdata.factory import execution_units
+from dagster_llmdata.defs.assets import execution_units
 from dagster_llmdata.judges.backend import JudgeRuntime
-from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Operator, OperatorParams, register_operator
-from dagster_llmdata.resources import JudgeResource
-from dagster_llmdata.spec import load_pipeline_spec
-from dagster_llmdata.verdict import Quarantine, Reject
+from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Operator, register_operator
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.defs.resources import JudgeResource
+from dagster_llmdata.spec.pipeline import load_pipeline_spec
+from dagster_llmdata.operators.verdict import Quarantine, Reject
 from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 
@@ -170,7 +171,7 @@ def test_standalone_runtime_settings_from_cli_params(tmp_path, prose, test_opera
 
 
 def test_judge_resource_mirrors_the_runtime_settings_and_reads_the_environment(monkeypatch):
-    from dagster_llmdata.resources import default_resources
+    from dagster_llmdata.defs.resources import default_resources
 
     assert set(JudgeResource.model_fields) == set(JudgeRuntime.model_fields)
     for name, info in JudgeRuntime.model_fields.items():

@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from .conftest import materialise_partition, one_source_project
-from .processes import free_port
+from dagster_llmdata.conftest import materialise_partition, one_source_project
+from dagster_llmdata.processes import free_port
 
 REPO = Path(__file__).parents[1]
 LLMDATA = str(Path(sys.executable).parent / "llmdata")
@@ -111,7 +111,7 @@ def pg_home(tmp_path, pg_env, monkeypatch):
 
 
 def test_production_instance_stores_runs_in_postgres_with_queue_and_pool_limits(pg_home, tmp_path, prose):
-    from dagster_llmdata.instance import instance_summary, open_instance
+    from dagster_llmdata.cli.instance import instance_summary, open_instance
 
     root = one_source_project(tmp_path / "proj", "pg", [
         {"name": "normalized", "op": "normalize"},

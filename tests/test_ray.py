@@ -19,8 +19,8 @@ from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
 
-from .conftest import PIPELINE_YAML, materialise_partition, write_jsonl
-from .processes import free_port
+from dagster_llmdata.conftest import PIPELINE_YAML, materialise_partition, write_jsonl
+from dagster_llmdata.processes import free_port
 
 # Ray swaps 127.0.0.1 for the machine's network address unless told this is a one-machine
 # cluster: keep every connection on loopback (read when ray is imported)
@@ -127,7 +127,7 @@ def test_ray_executor_matches_local_ids_and_ledgers(ray_cluster, tmp_path, prose
 def test_apply_operator_on_ray_reads_datatrove_stats(ray_cluster, tmp_path, prose):
     """The run that used to raise TypeError reading the Ray executor's stats."""
     from dagster_llmdata import apply_operator
-    from dagster_llmdata.stage_run import ExecutorConfig
+    from dagster_llmdata.config import ExecutorConfig
 
     rows = [{"id": f"d{i}", "text": prose[i % 40] + f" {i}"} for i in range(2000)]
     write_jsonl(tmp_path / "in.jsonl", rows)
@@ -168,7 +168,7 @@ class KillRayWorker(Operator):
 
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_complete(ray_cluster, tmp_path, prose, monkeypatch):
     from dagster_llmdata import apply_operator
-    from dagster_llmdata.stage_run import ExecutorConfig
+    from dagster_llmdata.config import ExecutorConfig
 
     register_operator(KillRayWorker)
     marker = tmp_path / "killed" / "marker"
@@ -206,8 +206,8 @@ class SlowOperator(Operator):
 def test_a_task_past_its_timeout_fails_the_stage_naming_it(ray_cluster, tmp_path, prose):
     """datatrove kills a task past `time` and only logs it; the stage must fail, not record a partial dataset."""
     from dagster_llmdata import apply_operator
-    from dagster_llmdata.operators import StageFailed
-    from dagster_llmdata.stage_run import ExecutorConfig
+    from dagster_llmdata.errors import StageFailed
+    from dagster_llmdata.config import ExecutorConfig
 
     register_operator(SlowOperator)
     write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": prose[i]} for i in range(40)])

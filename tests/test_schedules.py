@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import load_project
-from dagster_llmdata.loader import read_project
+from dagster_llmdata.definitions import read_project
 
-from .conftest import write_jsonl
+from dagster_llmdata.conftest import write_jsonl
 
 PARTITION = "web/batch1.jsonl"
 NIGHTLY = dt.datetime(2026, 1, 1, 2, tzinfo=dt.timezone.utc)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dagster_llmdata import apply_operator
-from dagster_llmdata.operators import StageFailed
-from dagster_llmdata.store.planted import planted_set
+from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.demo.planted_store import planted_set
 
 BIN = Path(sys.executable).parent
 

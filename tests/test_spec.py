@@ -88,8 +88,8 @@ def test_first_stage_must_ingest(tmp_path):
 
 def test_every_spec_field_is_described():
     """What the Dagster UI, `llmdata ops` and the agent read about a spec: no field without words."""
-    from dagster_llmdata.loader import SENSOR_KINDS
-    from dagster_llmdata.spec import PipelineSpec
+    from dagster_llmdata.definitions import SENSOR_KINDS
+    from dagster_llmdata.spec.pipeline import PipelineSpec
 
     def walk(schema: dict, defs: dict, where: str):
         for name, prop in schema.get("properties", {}).items():

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..logs import stderr_to
-from ..spec import SpecError
-from .config import AgentConfig
-from .dry_run import DryRun, run_dry
-from .intent import Intent, default_name, read_goals
-from .planner import DeterministicPlanner, Finding, Plan, Planner, PlannerError, PlanRequest
-from .profile import Profile, profile_samples
-from .sample import SourceSample, sample_source
-from .verify import VerifyContext, check_path, verify_static
+from dagster_llmdata.io.logs import stderr_to
+from dagster_llmdata.spec.pipeline import SpecError
+from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.agent.dry_run import DryRun, run_dry
+from dagster_llmdata.spec.intent import Intent, default_name, read_goals
+from dagster_llmdata.agent.planner import DeterministicPlanner, Finding, Plan, Planner, PlannerError, PlanRequest
+from dagster_llmdata.agent.profile import Profile, profile_samples
+from dagster_llmdata.agent.sample import SourceSample, sample_source
+from dagster_llmdata.agent.verify import VerifyContext, check_path, verify_static
 
 DRY_RUNS = Path("data") / "agent" / "dry_runs"
 INFRA_FAILURES = {"planner_failed", "dry_run_error"}
@@ -80,7 +80,7 @@ class ProposalResult:
 
 
 def verify_context(root: Path, config: AgentConfig) -> VerifyContext:
-    from ..loader import read_project  # the loader builds the agent sensor: imported when used
+    from dagster_llmdata.definitions import read_project  # the loader builds the agent sensor: imported when used
 
     project = read_project(root)
     existing = {name: str(path.relative_to(project.root)) for name, path in project.files.items()}
@@ -203,7 +203,7 @@ def _verify_round(planner: Planner, request: PlanRequest, ctx: VerifyContext, fo
 
 
 def _finish(result: ProposalResult, root: Path, start: float, config: AgentConfig | None = None) -> ProposalResult:
-    from .proposal import approve, write_proposal
+    from dagster_llmdata.agent.proposal import approve, write_proposal
 
     result.seconds = time.perf_counter() - start
     write_proposal(result, root)

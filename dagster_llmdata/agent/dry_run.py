@@ -11,37 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field
 
-from ..factory import LEDGER_CHECK, build_pipeline_assets
-from ..io.parquet_store import list_parquet
-from ..layout import PipelineLayout
-from ..logs import stderr_to
-from ..resources import default_resources
-from ..spec import PipelineSpec
-from ..stage_run import ExecutorConfig
-from .intent import Goals
-from .planner import Finding
-from .profile import Profile, profile_dataset
-from .sample import SourceSample
+from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets
+from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.io.layout import PipelineLayout
+from dagster_llmdata.io.logs import stderr_to
+from dagster_llmdata.defs.resources import default_resources
+from dagster_llmdata.spec.pipeline import PipelineSpec
+from dagster_llmdata.config import ExecutorConfig
+from dagster_llmdata.spec.intent import Goals
+from dagster_llmdata.agent.planner import Finding
+from dagster_llmdata.agent.profile import Profile, profile_dataset
+from dagster_llmdata.agent.sample import SourceSample
+from dagster_llmdata.spec.agent import Bounds
 
 
 DEDUP_OPS = {"exact_dedup", "minhash_dedup"}
 
 
-class Bounds(BaseModel):
-    """What a dry run must show for a proposal to verify."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_survival: float = Field(0.05, ge=0, le=1, description="Share of ingested records the last stage must keep.")
-    max_stage_drop: float = Field(0.9, ge=0, le=1, description="Most any one stage may reject of what it reads.")
-    max_exact_dup_rate: float = Field(0.0, ge=0, le=1, description="Exact-duplicate share left in the output (when dedup is asked for).")
-    max_near_dup_rate: float = Field(0.02, ge=0, le=1, description="Near-duplicate share left in the output (when dedup is asked for).")
-    min_language_share: float = Field(0.95, ge=0, le=1, description="Share of output docs in the asked-for languages.")
-    max_markup_share: float = Field(0.02, ge=0, le=1, description="Share of output docs that still look like markup (when asked for none).")
-    max_pii_doc_share: float = Field(0.0, ge=0, le=1, description="Share of output docs with personal data left (when asked for none).")
-    min_code_retention: float = Field(0.8, ge=0, le=1, description="For a code corpus: output code share over input code share.")
-    cpu_hour_usd: float = Field(0.05, ge=0, le=1000, description="Price of one CPU hour, for the projected cost.")
 
 
 @dataclass

@@ -8,11 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .intent import Goals, Intent
-from .profile import Profile
+from dagster_llmdata.spec.intent import Goals, Intent
+from dagster_llmdata.agent.profile import Profile
 
 if TYPE_CHECKING:
-    from .config import AgentConfig
+    from dagster_llmdata.spec.agent import AgentConfig
 
 
 @dataclass
@@ -181,8 +181,8 @@ def make_planner(config: AgentConfig, runtime: dict[str, Any] | None = None) -> 
     """The configured planner; the LLM planner's server comes from the config, else the judge resource."""
     if config.planner.kind == "deterministic":
         return DeterministicPlanner()
-    from ..resources import JudgeResource
-    from .llm_planner import LLMPlanner
+    from dagster_llmdata.defs.resources import JudgeResource
+    from dagster_llmdata.agent.llm_planner import LLMPlanner
 
     settings = dict(runtime if runtime is not None else JudgeResource.from_env().settings())
     if config.planner.base_url:

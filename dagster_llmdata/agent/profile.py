@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from ..execute import run_stage
-from ..io.parquet_store import count_by, iter_batches, list_parquet
-from ..io.schema import CORE_SCHEMA
-from ..operators.ingest import Ingest, expand_input
-from ..operators.text_ops import EMAIL, HTML_HINT, IPV4, PHONE
-from ..stage_run import ExecutorConfig, StageRun
-from .sample import SourceSample
+from dagster_llmdata.engine.execute import run_stage
+from dagster_llmdata.io.parquet_store import count_by, iter_batches, list_parquet
+from dagster_llmdata.io.schema import CORE_SCHEMA
+from dagster_llmdata.operators.ingest import Ingest, expand_input
+from dagster_llmdata.operators.text_ops import EMAIL, HTML_HINT, IPV4, PHONE
+from dagster_llmdata.config import ExecutorConfig
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.agent.sample import SourceSample
 
 TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")
 CODE_LINE = re.compile(
@@ -199,7 +200,7 @@ def detect_languages(texts: list[str]) -> list[str]:
     if _lid is None:
         import fasttext
 
-        from ..operators.language_id import bundled_lid_model
+        from dagster_llmdata.operators.language_id import bundled_lid_model
 
         _lid = fasttext.load_model(bundled_lid_model())
     out = []

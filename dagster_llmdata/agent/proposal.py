@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..spec import SpecError
+from dagster_llmdata.spec.pipeline import SpecError
 
 if TYPE_CHECKING:
-    from .agent import ProposalResult
-    from .config import AgentConfig
+    from dagster_llmdata.agent.agent import ProposalResult
+    from dagster_llmdata.spec.agent import AgentConfig
 
 PROPOSED = Path("assets") / "proposed"
 AGENT_SENSORS = Path("sensors") / "agent_pipelines.yaml"
@@ -93,9 +93,9 @@ def load_report(root: Path, name: str) -> dict[str, Any]:
 def approve(name: str, root: Path, config: AgentConfig, reload: bool = True) -> dict[str, Any]:
     """Move a verified proposal into assets/ (re-checked against the project as it is now), add its
     landing sensor, and reload the code location. Returns what happened."""
-    from .agent import verify_context
-    from .reload import reload_code_location
-    from .verify import verify_static
+    from dagster_llmdata.agent.agent import verify_context
+    from dagster_llmdata.agent.reload import reload_code_location
+    from dagster_llmdata.agent.verify import verify_static
 
     report = load_report(root, name)
     src = proposed_dir(root) / f"{name}.yaml"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io.raw_readers import detect_format, open_stream
+from dagster_llmdata.io.raw_readers import detect_format, open_stream
 
 MAX_SCAN_BYTES = 512 * 2**20  # per file: past this the record count is extrapolated from bytes
 MAX_COPY_BYTES = 32 * 2**20  # a WARC (or other whole file) over this is left out of the sample

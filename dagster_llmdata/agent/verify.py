@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..operators import REGISTRY, describe_params_error, did_you_mean, get_operator
-from ..spec import NAME, PipelineSpec
-from .planner import Finding
+from dagster_llmdata.operators import REGISTRY, describe_params_error, did_you_mean, get_operator
+from dagster_llmdata.spec.pipeline import NAME, PipelineSpec
+from dagster_llmdata.agent.planner import Finding
 
 SHELL_META = re.compile(r"[;&|`$<>(){}\[\]*?!~\\'\"\n\r\t\x00]")
 MAX_SPEC_BYTES = 64 * 1024

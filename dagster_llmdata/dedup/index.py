@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..io.parquet_store import list_parquet
-from ..ledger import load_record
+from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.io.ledger import load_record
 
 MANIFEST = "manifest.json"
 # arrays of one entry, computed from a partition's kept files

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .shingles import Shingler, mix64
+from dagster_llmdata.dedup.shingles import Shingler, mix64
 
 _U64 = np.uint64
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature of a doc with no shingles (never a candidate)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .index import IndexEntry
-from .minhash import EMPTY, MinhashScheme
-from .shingles import jaccard
+from dagster_llmdata.dedup.index import IndexEntry
+from dagster_llmdata.dedup.minhash import MinhashScheme
+from dagster_llmdata.dedup.shingles import jaccard
 
 # estimated Jaccard (share of equal signature values) below verify_threshold minus this margin is
 # not worth an exact check: at 60 hashes the estimate's standard error is at most ~0.065

@@ -7,8 +7,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .backend import Validator
-from .rubrics import REASON_MAX_CHARS, Rubric
+from dagster_llmdata.judges.backend import Validator
+from dagster_llmdata.judges.rubrics import REASON_MAX_CHARS, Rubric
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from ..operators.base import RuntimeSettings
+from dagster_llmdata.config import RuntimeSettings
 
 # failure reasons a backend may report (the document is then quarantined with that reason)
 FAILURES = (

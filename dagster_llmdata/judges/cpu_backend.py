@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
 
 WEAK_JUDGE_NOTE = (
     "weak judge: a 135M-parameter model on CPU gives noisy scores; use it to see the pipeline "

@@ -18,7 +18,7 @@ from datetime import timezone
 import httpcore
 import httpx
 
-from .backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
 
 SCHEMA_NAME = "judge_answer"
 

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .backend import JudgeRequest, JudgeRuntime
-from .cpu_backend import CpuBackend
+from dagster_llmdata.judges.backend import JudgeRequest, JudgeRuntime
+from dagster_llmdata.judges.cpu_backend import CpuBackend
 
 DEFAULT_MAX_TOKENS = 256
 

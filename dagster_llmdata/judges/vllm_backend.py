@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from .backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
 
 INSTALL_HINT = "the vllm judge backend needs vLLM: pip install 'dagster-llmdata[vllm]' on a machine with a GPU"
 

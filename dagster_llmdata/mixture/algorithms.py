@@ -176,7 +176,6 @@ def doc_weights(losses: Mapping[str, float], low_quantile: float = 0.2, high_qua
 # ---- dispatch -----------------------------------------------------------------------------------
 
 ONLINE = ("doremi", "odm", "reweight")
-ALGORITHMS = ("static", "temperature", "doremi", "odm", "regmix", "reweight")
 
 
 def init_state(name: str, domains: list[str], prior: Mapping[str, float]) -> dict[str, Any]:

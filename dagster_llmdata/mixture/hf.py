@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .feedback import DEFAULT_STORE, FeedbackStore, open_store
+from dagster_llmdata.mixture.feedback import DEFAULT_STORE, FeedbackStore, open_store
 
 DEFAULT_PATTERN = r"^(?:eval_(?P<domain>.+)_loss|loss/(?P<domain2>.+))$"
 

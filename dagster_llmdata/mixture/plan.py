@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..datasets import dataset_partitions
-from ..io.parquet_store import write_table_atomic
-from ..spec import PipelineSpec, SpecError
-from . import algorithms as alg
-from .manifest import STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, write_manifest
-from .spec import MixtureSpec
+from dagster_llmdata.engine.datasets import dataset_partitions
+from dagster_llmdata.io.parquet_store import write_table_atomic
+from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.mixture import algorithms as alg
+from dagster_llmdata.mixture.manifest import STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, write_manifest
+from dagster_llmdata.spec.mixture import MixtureSpec
 
 UNKNOWN_DOMAIN = "unknown"
 
@@ -48,7 +48,7 @@ def scan_inputs(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec
     domains: dict[str, DomainScan] = {}
     for i, inp in enumerate(spec.inputs):
         if inp.kind == "lance":  # a LanceDB table pinned at a version (store/mixture_input.py)
-            from ..store.mixture_input import scan_lance_input
+            from dagster_llmdata.mixture.store_input import scan_lance_input
 
             inputs.append(scan_lance_input(inp, i, root, pipelines, spec.mixture, domains, DomainScan))
             continue
@@ -121,7 +121,7 @@ def initial_weights(spec: MixtureSpec, root: Path, scan: InputScan, domains: lis
         w = alg.temperature_weights(tokens, float(params.get("temperature", 1.0)))
         return w, {"algorithm": name, "temperature": float(params.get("temperature", 1.0)), "weights": w}
     if name == "regmix":
-        from .regmix import read_proxy_runs, regmix
+        from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
 
         for key in ("mixtures", "losses", "target"):
             if key not in params:
@@ -198,7 +198,7 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
 
 def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
     """Mean per-document weight of each domain's documents (1 for a document without one)."""
-    from .reader import INPUT_KINDS  # (the reader imports the input kinds, which import this package)
+    from dagster_llmdata.mixture.reader import INPUT_KINDS  # (the reader imports the input kinds, which import this package)
 
     readers = [INPUT_KINDS[inp.get("kind", "parquet")](inp, ["id"]) for inp in scan.inputs]
     out = {}
@@ -227,8 +227,8 @@ def write_doc_weights(folder: Path, weights: Mapping[str, float]) -> dict[str, A
 
 
 def compute_stream(manifest: Manifest) -> dict[str, Any]:
-    from .manifest import stream_digest
-    from .reader import MixtureDataset
+    from dagster_llmdata.mixture.manifest import stream_digest
+    from dagster_llmdata.mixture.reader import MixtureDataset
 
     n = min(STREAM_DIGEST_SAMPLES, manifest.n_samples)
     ds = MixtureDataset(manifest, check_files=False)

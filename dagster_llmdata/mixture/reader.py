@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..store.mixture_input import LanceInput
-from .manifest import Manifest, ManifestError, file_sha256, read_manifest, resolve_path
+from dagster_llmdata.mixture.store_input import LanceInput
+from dagster_llmdata.mixture.manifest import Manifest, ManifestError, file_sha256, read_manifest, resolve_path
 
 BLOCK = 4096
 OPEN_FILES = 8

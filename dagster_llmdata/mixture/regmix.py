@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .algorithms import MixtureError, normalise
+from dagster_llmdata.mixture.algorithms import MixtureError, normalise
 
 MIN_RUNS = 4
 

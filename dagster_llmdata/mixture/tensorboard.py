@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .feedback import FeedbackStore, ReportResult
+from dagster_llmdata.mixture.feedback import FeedbackStore, ReportResult
 
 DEFAULT_TAG_PATTERN = r"^(?:train/|eval/)?loss/(?P<domain>[^/]+)$"
 TARGET_TAG_PATTERN = r"^(?:eval/)?target_loss(?:/(?P<metric>[^/]+))?$"

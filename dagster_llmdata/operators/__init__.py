@@ -6,22 +6,22 @@ import difflib
 
 from pydantic import ValidationError
 
-from .base import (
-    BatchFunction, CheckOutcome, DocFunction, Operator, OperatorParams, RuntimeSettings, StageFailed, has_batch_fn, is_streaming,
-)
-from .decontaminate import Decontaminate
-from .dedup import ExactDedup, MinhashDedup
-from .export import ExportShards
-from .ingest import Ingest
-from .language_id import LanguageId
-from .lance_table import LanceTable
-from .distilled_judge import DistilledJudge
-from .llm_judge import LlmJudge
-from .select import Select
-from .semantic_dedup import SemanticDedup
-from .sentence_dedup import SentenceDedup
-from .quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
-from .text_ops import ExtractHtml, Normalize, PiiRedact
+from dagster_llmdata.operators.base import BatchFunction, CheckOutcome, DocFunction, Operator, has_batch_fn, is_streaming
+from dagster_llmdata.config import OperatorParams, RuntimeSettings
+from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.operators.decontaminate import Decontaminate
+from dagster_llmdata.operators.dedup import ExactDedup, MinhashDedup
+from dagster_llmdata.operators.export import ExportShards
+from dagster_llmdata.operators.ingest import Ingest
+from dagster_llmdata.operators.language_id import LanguageId
+from dagster_llmdata.operators.lance_table import LanceTable
+from dagster_llmdata.operators.distilled_judge import DistilledJudge
+from dagster_llmdata.operators.llm_judge import LlmJudge
+from dagster_llmdata.operators.select import Select
+from dagster_llmdata.operators.semantic_dedup import SemanticDedup
+from dagster_llmdata.operators.sentence_dedup import SentenceDedup
+from dagster_llmdata.operators.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+from dagster_llmdata.operators.text_ops import ExtractHtml, Normalize, PiiRedact
 
 REGISTRY: dict[str, type[Operator]] = {}
 

@@ -12,16 +12,14 @@ from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
 from datatrove.data import Document
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
-from ..io.docsteps import RoutedStep
-from ..stage_run import StageRun
-from ..verdict import Verdict
+from dagster_llmdata.operators.routing import RoutedStep
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.verdict import Verdict
+from dagster_llmdata.config import OperatorParams, RuntimeSettings
 
 
-class StageFailed(RuntimeError):
-    """A stage cannot produce its dataset for a reason the user must act on (not bad input, which
-    is quarantined): the message says what and why, without a stack trace."""
 
 
 @dataclass(frozen=True)
@@ -34,20 +32,8 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class OperatorParams(BaseModel):
-    """Base for operator params: unknown keys are errors, not silently ignored. Params are data:
-    they go into the stage's code version (except those named in `Operator.non_data_params`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
-class RuntimeSettings(BaseModel):
-    """Base for an operator's runtime settings: where and how it runs (a server's URL, an API-key
-    variable, concurrency, timeouts), never what it computes. They are not part of the code
-    version, so moving a server marks nothing stale. In Dagster they come from the resource named
-    by `Operator.runtime_key`; standalone, from `llmdata op --param` or `apply_operator(runtime=)`."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def _known_to_datatrove(language: str) -> str:
@@ -69,7 +55,7 @@ class DocFunction:
     """A per-document function (what an operator's `doc_fn()` returns).
 
     `__call__(doc)` looks at one datatrove Document, may change it in place, and returns a
-    verdict (see `dagster_llmdata.verdict`). `counters` holds counts the operator reports in its
+    verdict (see `dagster_llmdata.operators.verdict`). `counters` holds counts the operator reports in its
     metadata; they are added to the step's datatrove stats when a task ends, so they are summed
     over tasks. A function that needs a resource for the whole run (a model, a sandbox process)
     opens it in `__enter__` and releases it in `__exit__`; the routing step enters it around
@@ -92,7 +78,7 @@ class DocFunction:
 class BatchFunction(DocFunction):
     """A per-batch function (what an operator's `batch_fn()` returns): `__call__(docs)` gets a list
     of up to `batch_size` documents and returns one verdict per document, in order (see
-    `dagster_llmdata.verdict`). For work that pays per call: a model, a server, an embedder.
+    `dagster_llmdata.operators.verdict`). For work that pays per call: a model, a server, an embedder.
     Lifecycle and counters as for `DocFunction`."""
 
     def __call__(self, docs: list[Document]) -> list[Verdict]:  # type: ignore[override]
@@ -185,7 +171,7 @@ class Operator(ABC):
 
     def dataset_metadata(self, run: StageRun) -> dict[str, Any]:
         """Metadata read from the finished datasets (a score histogram, examples); values may be
-        plain, dicts/lists, or `dagster_llmdata.metadata` Markdown / Table."""
+        plain, dicts/lists, or `dagster_llmdata.operators.metadata` Markdown / Table."""
         return {}
 
     @classmethod

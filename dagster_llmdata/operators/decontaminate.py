@@ -17,10 +17,12 @@ import pyarrow.parquet as pq
 from datatrove.data import Document
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..dedup.shingles import Shingler
-from ..stage_run import StageRun
-from ..verdict import Reject
-from .base import DocFunction, Operator, OperatorParams, StageFailed
+from dagster_llmdata.dedup.shingles import Shingler
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.verdict import Reject
+from dagster_llmdata.operators.base import DocFunction, Operator
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.errors import StageFailed
 
 # the words Shingler hashes: runs of ASCII letters, digits, '_' or non-ASCII characters
 _WORD = re.compile(r"[A-Za-z0-9_\u0080-\U0010FFFF]+")

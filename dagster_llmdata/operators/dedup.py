@@ -13,14 +13,16 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from ..dedup.index import DedupIndex, IndexEntry, take_rows
-from ..dedup.minhash import MinhashScheme
-from ..dedup.near import entry_arrays, find_near_duplicates, signatures_of
-from ..dedup.shingles import Shingler
-from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import iter_batches, list_parquet
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams
+from dagster_llmdata.dedup.index import DedupIndex, IndexEntry, take_rows
+from dagster_llmdata.dedup.minhash import MinhashScheme
+from dagster_llmdata.dedup.near import entry_arrays, find_near_duplicates, signatures_of
+from dagster_llmdata.dedup.shingles import Shingler
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
 
 _SPACE = re.compile(r"\s+")
 READ_BATCH = 1024

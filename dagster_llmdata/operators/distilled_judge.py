@@ -13,14 +13,15 @@ import pyarrow.compute as pc
 from datatrove.data import Document
 from pydantic import Field
 
-from ..io.docsteps import row_to_document
-from ..io.parquet_store import iter_batches, list_parquet
-from ..judges.distill import load_classifier, stratified_sample, train_classifier
-from ..metadata import Table, bins_of, histogram
-from ..stage_run import StageRun
-from ..verdict import Verdict
-from .base import BatchFunction, CheckOutcome, Operator, StageFailed
-from .llm_judge import LlmJudge, LlmJudgeParams
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
+from dagster_llmdata.judges.distill import load_classifier, stratified_sample, train_classifier
+from dagster_llmdata.operators.metadata import Table, bins_of, histogram
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.verdict import Verdict
+from dagster_llmdata.operators.base import BatchFunction, CheckOutcome, Operator
+from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.operators.llm_judge import LlmJudge, LlmJudgeParams
 
 CLASSIFIER_FILE = "_classifier.joblib"
 

@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import IN_PROGRESS, iter_batches
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import IN_PROGRESS, iter_batches
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
 
 
 class ExportParams(OperatorParams):

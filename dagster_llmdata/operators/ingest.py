@@ -41,12 +41,14 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field, field_validator
 
-from ..io.docsteps import DatasetWriter, mark_dropped
-from ..io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES, RawReaders, RawRecord, detect_format, scrub
-from ..io.schema import CORE_SCHEMA
-from ..logs import progress_bar
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams
+from dagster_llmdata.io.docsteps import DatasetWriter
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES, RawReaders, RawRecord, detect_format, scrub
+from dagster_llmdata.io.schema import CORE_SCHEMA
+from dagster_llmdata.io.logs import progress_bar
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "text", "warc"]
 READER_STATS = ("skipped_hidden_files", "ids_repeated", "warc_non_response_records")

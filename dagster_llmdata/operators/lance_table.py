@@ -14,10 +14,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ..io.parquet_store import iter_batches, list_parquet
-from ..metadata import Table
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams, StageFailed
+from dagster_llmdata.io.parquet_store import iter_batches
+from dagster_llmdata.operators.metadata import Table
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.errors import StageFailed
 
 
 class LanceTableParams(OperatorParams):
@@ -56,8 +58,8 @@ class LanceTable(Operator):
     non_data_params = frozenset({"batch_size", "uri", "storage_options", "diff_rows", "index_min_rows"})
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from ..store.embed import DIMENSIONS, get_embedder
-        from ..store.lance_store import SampleStore, StoreError, sample_rows, sample_schema, score_columns
+        from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
+        from dagster_llmdata.store.lance_store import SampleStore, StoreError, sample_rows, sample_schema, score_columns
 
         p = self.params
         uri = p.uri or _default_uri(run)
@@ -109,7 +111,7 @@ class LanceTable(Operator):
         return meta
 
     def _embedder(self, get_embedder):
-        from ..store.embed import EmbeddingModelMissing
+        from dagster_llmdata.store.embed import EmbeddingModelMissing
 
         try:
             return get_embedder(self.params.model, self.params.max_tokens)
@@ -123,7 +125,8 @@ class LanceTable(Operator):
         elif kept:
             pq.write_table(pa.Table.from_batches(kept, schema=kept[0].schema), run.output_dir / "part-00000.parquet")
         if rejected:
-            from ..io.docsteps import mark_dropped, row_to_document
+            from dagster_llmdata.operators.routing import mark_dropped
+            from dagster_llmdata.io.docsteps import row_to_document
 
             schema = run.output_schema({})
             with run.rejected_writer(schema) as writer:
@@ -134,7 +137,7 @@ class LanceTable(Operator):
 
 def _embedding_model(schema: pa.Schema) -> str | None:
     """The model that made an upstream `embedding` column (semantic_dedup records it), if any."""
-    from .semantic_dedup import EMBEDDING_MODEL_KEY
+    from dagster_llmdata.operators.semantic_dedup import EMBEDDING_MODEL_KEY
 
     idx = schema.get_field_index("embedding")
     meta = schema.field(idx).metadata or {} if idx >= 0 else {}

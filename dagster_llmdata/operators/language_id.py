@@ -10,8 +10,9 @@ import pyarrow as pa
 from datatrove.data import Document
 from pydantic import Field
 
-from ..verdict import Reject, Verdict
-from .base import BatchFunction, Operator, OperatorParams
+from dagster_llmdata.operators.verdict import Reject, Verdict
+from dagster_llmdata.operators.base import BatchFunction, Operator
+from dagster_llmdata.config import OperatorParams
 
 
 def bundled_lid_model() -> str:

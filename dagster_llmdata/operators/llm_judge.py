@@ -16,15 +16,16 @@ import pyarrow.parquet as pq
 from datatrove.data import Document
 from pydantic import Field
 
-from ..io.parquet_store import list_parquet
-from ..judges.answer import JudgeAnswer, parse_answer, validator
-from ..judges.backend import JudgeBackend, JudgeRequest, JudgeRuntime
-from ..judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir
-from ..judges.rubrics import Rubric, load_rubric
-from ..metadata import Table, histogram
-from ..stage_run import StageRun
-from ..verdict import Quarantine, Verdict
-from .base import BatchFunction, Operator, OperatorParams
+from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.judges.answer import JudgeAnswer, parse_answer, validator
+from dagster_llmdata.judges.backend import JudgeBackend, JudgeRequest, JudgeRuntime
+from dagster_llmdata.judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir
+from dagster_llmdata.judges.rubrics import Rubric, load_rubric
+from dagster_llmdata.operators.metadata import Table, histogram
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.verdict import Quarantine, Verdict
+from dagster_llmdata.operators.base import BatchFunction, Operator
+from dagster_llmdata.config import OperatorParams
 
 CHARS_PER_TOKEN = 4  # estimate when no tokenizer is known (openai backend without `tokenizer`)
 # a document with NULs or a large share of other control characters is binary, not text
@@ -49,14 +50,14 @@ class LlmJudgeParams(OperatorParams):
 def make_backend(backend: str, runtime: JudgeRuntime, model: str) -> JudgeBackend:
     """The backend by name; heavy imports happen only for the one used."""
     if backend == "openai":
-        from ..judges.openai_backend import OpenAIBackend
+        from dagster_llmdata.judges.openai_backend import OpenAIBackend
 
         return OpenAIBackend(runtime, model)
     if backend == "vllm":
-        from ..judges.vllm_backend import VllmBackend
+        from dagster_llmdata.judges.vllm_backend import VllmBackend
 
         return VllmBackend(runtime, model)
-    from ..judges.cpu_backend import CpuBackend
+    from dagster_llmdata.judges.cpu_backend import CpuBackend
 
     return CpuBackend(runtime, model)
 
@@ -227,7 +228,7 @@ class LlmJudge(Operator):
 
     def quality_note(self) -> str | None:
         """A warning for metadata when the judge is known to be weak (the bundled 135M CPU model)."""
-        from ..judges.cpu_backend import BUNDLED_MODELS, WEAK_JUDGE_NOTE
+        from dagster_llmdata.judges.cpu_backend import BUNDLED_MODELS, WEAK_JUDGE_NOTE
 
         return WEAK_JUDGE_NOTE if self.params.backend == "cpu" and self.params.model in BUNDLED_MODELS else None
 

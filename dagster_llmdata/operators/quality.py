@@ -27,8 +27,9 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
 from datatrove.utils.text import PUNCTUATION_SET, split_into_words
 from pydantic import Field
 
-from ..verdict import Reject
-from .base import DatatroveLanguage, DocFunction, Operator, OperatorParams
+from dagster_llmdata.operators.verdict import Reject
+from dagster_llmdata.operators.base import DatatroveLanguage, DocFunction, Operator
+from dagster_llmdata.config import OperatorParams
 
 # (value, threshold) of a rejection; (None, None) when the reason is not a measured bound
 Measure = tuple[float | None, float | None]

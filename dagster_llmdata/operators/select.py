@@ -16,10 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import iter_batches
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import iter_batches
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
 
 _PASS_ONE_BATCH = 65536
 

@@ -16,11 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import iter_batches
-from ..metadata import Table
-from ..stage_run import StageRun
-from .base import Operator, OperatorParams, StageFailed
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import iter_batches
+from dagster_llmdata.operators.metadata import Table
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.errors import StageFailed
 
 DIM = 384
 EMBEDDING_MODEL_KEY = "llmdata.embedding_model"
@@ -77,8 +80,8 @@ class SemanticDedup(Operator):
         return p.max_cosine_distance if p.max_cosine_distance is not None else DEFAULT_BOUNDS.get(p.model, 0.1)
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from ..store.embed import DIMENSIONS, EmbeddingModelMissing, get_embedder
-        from ..store.lance_store import StoreError
+        from dagster_llmdata.store.embed import DIMENSIONS, EmbeddingModelMissing, get_embedder
+        from dagster_llmdata.store.lance_store import StoreError
 
         p = self.params
         if DIMENSIONS.get(p.model) != DIM:
@@ -91,7 +94,7 @@ class SemanticDedup(Operator):
             accepted = self._accepted_set(run)
         except StoreError as exc:
             raise StageFailed(f"semantic_dedup: {exc}") from None
-        from ..store.accepted_set import GrowingMatrix
+        from dagster_llmdata.store.accepted_set import GrowingMatrix
 
         own = GrowingMatrix(DIM)
         schema = run.output_schema(self.produced_columns())
@@ -161,7 +164,7 @@ class SemanticDedup(Operator):
 
     def _accepted_set(self, run: StageRun):
         """The persisted accepted set of other partitions, or None when there is nowhere to keep one."""
-        from ..store.accepted_set import AcceptedSet
+        from dagster_llmdata.store.accepted_set import AcceptedSet
 
         p = self.params
         if not p.across_partitions:

@@ -12,12 +12,13 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from ..dedup.index import IndexEntry
-from ..io.docsteps import mark_dropped, row_to_document
-from ..io.parquet_store import iter_batches, list_parquet
-from ..stage_run import StageRun
-from .base import OperatorParams
-from .dedup import READ_BATCH, DedupOperator, _texts
+from dagster_llmdata.dedup.index import IndexEntry
+from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.io.docsteps import row_to_document
+from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.operators.dedup import READ_BATCH, DedupOperator, _texts
 
 # a sentence ends at . ! ? (and closing quotes/brackets) before whitespace, or at a line break
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\s*\n\s*")

@@ -11,7 +11,8 @@ from datatrove.data import Document
 from datatrove.pipeline.extractors.base import ExtractorSandbox
 from pydantic import Field
 
-from .base import DocFunction, Operator, OperatorParams
+from dagster_llmdata.operators.base import DocFunction, Operator
+from dagster_llmdata.config import OperatorParams
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 # C0/C1 control characters except tab and newline

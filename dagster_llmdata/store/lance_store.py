@@ -203,7 +203,7 @@ class SampleStore:
     def ensure_indexes(self, vector_min_rows: int) -> dict[str, Any]:
         """A full-text index on `text` always; an ANN index (IVF-PQ, cosine) on the vectors once
         the table holds `vector_min_rows` rows. Index commits come after the tagged data version."""
-        from .search import ensure_fts_index, has_vector_index
+        from dagster_llmdata.store.search import ensure_fts_index, has_vector_index
 
         tbl = self.table()
         with_retries(lambda: ensure_fts_index(tbl), f"indexing {self.table_name!r} for full-text search")

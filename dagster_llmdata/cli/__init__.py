@@ -1,0 +1,3 @@
+from dagster_llmdata.cli.main import main
+
+__all__ = ["main"]

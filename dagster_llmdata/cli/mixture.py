@@ -1,0 +1,148 @@
+"""`llmdata mixture ...`: RegMix over proxy-run CSVs, a mixture's latest manifest, feedback from
+the command line or a TensorBoard log dir; and `llmdata train-demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_regmix(args) -> int:
+    from dagster_llmdata.mixture.algorithms import MixtureError
+    from dagster_llmdata.mixture.regmix import fit, predict_csv, read_proxy_runs, regmix
+
+    try:
+        runs = read_proxy_runs(args.mixtures, args.losses, args.target)
+        prior = json.loads(args.prior) if args.prior else None
+        result = regmix(runs, prior=prior, n_samples=args.samples, top_k=args.top_k, seed=args.seed)
+        print(f"RegMix over {result.n_runs} proxy runs, target {args.target!r}, regressor {result.regressor}")
+        spearman = "n/a (too few runs)" if result.cv_spearman is None else f"{result.cv_spearman:.4f}"
+        print(f"cross-validated Spearman: {spearman}")
+        print(f"predicted {args.target} of the chosen mixture: {result.predicted_loss:.6g}")
+        print("mixture:")
+        for d, w in result.weights.items():
+            print(f"  {d}\t{w:.6f}")
+        if args.predict:
+            if not args.out:
+                print("--predict needs --out", file=sys.stderr)
+                return 2
+            _, model = fit(runs, args.seed)
+            n = predict_csv(model, runs.domains, args.predict, args.out)
+            print(f"wrote {n} predictions to {args.out}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"weights": result.weights, "cv_spearman": result.cv_spearman, **result.state}, indent=1))
+    except (MixtureError, json.JSONDecodeError) as exc:
+        print(f"llmdata mixture regmix: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_show(args) -> int:
+    from dagster_llmdata.mixture.manifest import ManifestError, read_manifest
+
+    try:
+        m = read_manifest(args.manifest)
+    except ManifestError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"mixture {m.mixture} version {m.version} ({m.algorithm['name']}), seed {m.seed}, {m.n_samples} samples for {m.token_budget} tokens")
+    if m.feedback:
+        print(f"from feedback: run {m.feedback.get('run_id')} step {m.feedback.get('step')} (change {m.feedback.get('change')})")
+    print(f"{'domain':<16}{'weight':>9}{'docs':>9}{'tokens':>11}{'epochs':>8}")
+    for d, i in m.domains.items():
+        print(f"{d:<16}{i['weight']:>9.4f}{i['docs']:>9}{i['tokens']:>11}{i['epochs']:>8.2f}")
+    for inp in m.inputs:
+        print(f"input {inp['kind']} {inp.get('dataset')}: {len(inp.get('files', []))} files")
+    for w in m.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from dagster_llmdata.mixture.feedback import FeedbackError, FeedbackStoreLocked, report
+
+    losses = {}
+    for pair in args.loss:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            print(f"expected domain=loss, got {pair!r}", file=sys.stderr)
+            return 2
+        try:
+            losses[key] = float(value)
+        except ValueError:
+            print(f"{pair!r}: loss is not a number", file=sys.stderr)
+            return 2
+    try:
+        res = report(args.run_id, args.step, losses, store=args.store, mixture=args.mixture, restart=args.restart)
+    except (FeedbackError, FeedbackStoreLocked) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(json.dumps({"accepted": res.accepted, "duplicates": res.duplicates, "rejected": res.rejected}))
+    return 0 if res.ok else 1
+
+
+def cmd_tensorboard(args) -> int:
+    from dagster_llmdata.mixture.feedback import open_store
+    from dagster_llmdata.mixture.tensorboard import TensorBoardFeedback
+
+    res, problems = TensorBoardFeedback(args.logdir, open_store(args.store), mixture=args.mixture, run_id=args.run_id).poll()
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(json.dumps({"accepted": res.accepted, "duplicates": res.duplicates, "rejected": res.rejected}))
+    return 1 if problems or res.rejected else 0
+
+
+def cmd_train_demo(args) -> int:
+    from dagster_llmdata.demo.trainer import run_train_demo
+
+    return run_train_demo(Path(args.project).resolve(), steps=args.steps, report_every=args.report_every, dagster=not args.no_dagster,
+                          mixture=args.mixture)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mixture", help="mixtures: RegMix, manifests, training feedback")
+    msub = p.add_subparsers(dest="mixture_command", required=True)
+
+    r = msub.add_parser("regmix", help="fit RegMix on proxy runs and print the chosen mixture",
+                        description="Mixtures CSV: `index` + one column per domain; losses CSV: `index` + one column per metric.")
+    r.add_argument("--mixtures", required=True)
+    r.add_argument("--losses", required=True)
+    r.add_argument("--target", required=True, help="losses CSV column to minimise")
+    r.add_argument("--predict", help="another mixtures CSV to predict the target for")
+    r.add_argument("--out", help="where --predict writes `index,predicted`")
+    r.add_argument("--top-k", type=int, default=100)
+    r.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched")
+    r.add_argument("--prior", help='JSON {domain: share} to centre the search on (e.g. token shares); default uniform')
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", help="also write the result as JSON here")
+    r.set_defaults(func=cmd_regmix)
+
+    s = msub.add_parser("show", help="print a manifest (a file, or a mixture's manifests folder for its latest)")
+    s.add_argument("manifest")
+    s.set_defaults(func=cmd_show)
+
+    f = msub.add_parser("report", help="report one step's per-domain losses to the feedback store")
+    f.add_argument("run_id")
+    f.add_argument("step", type=int)
+    f.add_argument("loss", nargs="+", help="domain=loss")
+    f.add_argument("--store", default="data/feedback/feedback.sqlite")
+    f.add_argument("--mixture")
+    f.add_argument("--restart", action="store_true", help="accept a step lower than the run's last (resumed from a checkpoint)")
+    f.set_defaults(func=cmd_report)
+
+    t = msub.add_parser("tensorboard", help="read new per-domain scalars (loss/<domain>) from a TensorBoard log dir into the store")
+    t.add_argument("logdir")
+    t.add_argument("--store", default="data/feedback/feedback.sqlite")
+    t.add_argument("--mixture")
+    t.add_argument("--run-id", help="default: each event file's folder under logdir")
+    t.set_defaults(func=cmd_tensorboard)
+
+    d = sub.add_parser("train-demo", help="train a small LM on CPU on the demo mixture while Dagster re-weights it from feedback")
+    d.add_argument("--project", default=".")
+    d.add_argument("--steps", type=int, default=300)
+    d.add_argument("--report-every", type=int, default=50, help="steps between two per-domain loss reports")
+    d.add_argument("--mixture", default="sample_mix")
+    d.add_argument("--no-dagster", action="store_true", help="run the feedback loop in-process instead of under dagster dev")
+    d.set_defaults(func=cmd_train_demo)

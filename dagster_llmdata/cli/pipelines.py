@@ -1,0 +1,322 @@
+"""Daily-work commands: `llmdata status` (every pipeline at a glance), `llmdata materialize`
+(register what landed, run it through Dagster with a progress bar) and `llmdata report` (one
+pipeline's per-stage table). Errors are one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dagster_llmdata.io.layout import PipelineLayout
+from dagster_llmdata.io.ledger import LEDGER_FILE, load_record
+from dagster_llmdata.operators import did_you_mean
+from dagster_llmdata.engine.report import stage_rows, stage_table
+from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+
+DEFAULT_HOME = ".dagster_home"
+
+
+class CommandError(RuntimeError):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("materialize", help="register new landing files and materialise a pipeline through Dagster",
+                       description="Registers every new landing entry as a partition (as the landing sensor does), then "
+                                   "materialises the partitions that are not up to date (or the ones named) in the "
+                                   "project's Dagster instance, with a progress bar.")
+    p.add_argument("pipeline")
+    p.add_argument("--partition", action="append", default=[], help="only this partition (repeatable), e.g. web/b.jsonl")
+    p.add_argument("--stage", default=None, help="only this stage and the stages upstream of it (up-to-date ones skip)")
+    p.add_argument("--project", default=".")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("report", help="one pipeline's per-stage table (docs in / kept / dropped by reason / quarantined)")
+    p.add_argument("pipeline")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.add_argument("--project", default=".")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("remove", help="remove a partition: its data in every stage, its dedup index entries, the Dagster partition",
+                       description="Removes one partition (a withdrawn landing file) from a pipeline: its data, rejected and "
+                                   "quarantine folders in every stage, its entries in the dedup indexes, and its Dagster "
+                                   "partition. Partitions that landed after it and were deduplicated against it show stale.")
+    p.add_argument("pipeline")
+    p.add_argument("partition", help="the partition key, e.g. web/b.jsonl")
+    p.add_argument("--project", default=".")
+    p.set_defaults(func=cmd_remove)
+
+
+def _guarded(fn):
+    """Run a command; a CommandError or SpecError becomes one line on stderr and exit code 2."""
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except (CommandError, SpecError) as exc:
+            print(f"llmdata {args.command}: {exc}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _project(arg: str):
+    from dagster_llmdata.cli.main import _project_root, read_project_reporting
+
+    root = _project_root(arg)
+    return root, read_project_reporting(root)
+
+
+def _pipeline(project, name: str) -> PipelineSpec:
+    if name in project.pipelines:
+        return project.pipelines[name]
+    broken = [str(p) for p in project.problems if f"pipeline: {name}" in _read(p.path)]
+    if broken:
+        raise CommandError(f"pipeline {name!r} does not load: {broken[0].splitlines()[0]}")
+    known = sorted(project.pipelines)
+    raise CommandError(f"no pipeline {name!r}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+# ---- status / report ---------------------------------------------------------------------------
+
+def open_instance(root: Path, create: bool):
+    """The project's Dagster instance ($DAGSTER_HOME, else <project>/.dagster_home), or None when
+    there is none yet and `create` is false."""
+    from dagster_llmdata.cli.main import ensure_dagster_home
+    from dagster_llmdata.cli.instance import InstanceUnavailable
+    from dagster_llmdata.cli.instance import open_instance as open_checked
+
+    home = Path(os.environ.get("DAGSTER_HOME") or root / DEFAULT_HOME)
+    if not create and not (home / "dagster.yaml").exists():
+        return None
+    try:
+        return open_checked(ensure_dagster_home(home))
+    except InstanceUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _disk_times(spec: PipelineSpec, root: Path, stage: str) -> float | None:
+    layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
+    times = [(layout.stage_root(stage) / "data" / p / LEDGER_FILE).stat().st_mtime for p in layout.partitions_on_disk(stage)]
+    return max(times, default=None)
+
+
+def _instance_time(instance, spec: PipelineSpec, stage: str) -> float | None:
+    if instance is None:
+        return None
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey([spec.pipeline, stage]))
+    return event.timestamp if event is not None else None
+
+
+def _balanced(spec: PipelineSpec, root: Path, stage: str) -> bool:
+    layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
+    for part in layout.partitions_on_disk(stage):
+        led = (load_record(layout.stage_root(stage) / "data" / part) or {}).get("ledger")
+        if not led or led["n_in"] != led["n_out"] + sum(led["rejected"].values()) + sum(led["quarantined"].values()):
+            return False
+    return True
+
+
+def pipeline_status(spec: PipelineSpec, project, instance, now: float) -> dict[str, Any]:
+    from dagster_llmdata.defs.schedules import FreshnessSpec, overdue
+
+    root = project.root
+    stages = []
+    for row in stage_rows(spec, root):
+        times = [t for t in (_disk_times(spec, root, row["stage"]), _instance_time(instance, spec, row["stage"])) if t]
+        stages.append({**row, "ledger_balanced": _balanced(spec, root, row["stage"]),
+                       "last_materialised": _iso(max(times)) if times else None, "_ts": max(times, default=None)})
+    last = max((s["_ts"] for s in stages if s["_ts"]), default=None)
+    freshness = [e for _, e in project.sensors if isinstance(e, FreshnessSpec) and e.pipeline == spec.pipeline]
+    fresh: dict[str, Any] = {"configured": bool(freshness)}
+    if freshness:
+        entry = freshness[0]
+        checked = [s for s in stages if s["stage"] in (entry.stages or [st.name for st in spec.stages])]
+        late = [s["stage"] for s in checked if overdue(s["_ts"], entry.max_age, now)]
+        fresh.update(max_age_hours=entry.max_age_hours, overdue_stages=late, fresh=not late)
+    for s in stages:
+        del s["_ts"]
+    return {"pipeline": spec.pipeline, "file": str(project.files[spec.pipeline].relative_to(root)),
+            "last_materialised": _iso(last) if last else None, "ledgers_balanced": all(s["ledger_balanced"] for s in stages),
+            "freshness": fresh, "stages": stages}
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _ago(iso: str | None, now: float) -> str:
+    if iso is None:
+        return "never"
+    s = now - dt.datetime.fromisoformat(iso).timestamp()
+    return f"{iso} ({s / 3600:.1f} h ago)" if s >= 3600 else f"{iso} ({s / 60:.0f} min ago)"
+
+
+def status_text(status: dict[str, Any], table: str, now: float) -> str:
+    fresh = status["freshness"]
+    if not fresh["configured"]:
+        freshness = "not configured (a `freshness` entry in sensors/ sets it)"
+    elif fresh["fresh"]:
+        freshness = f"fresh (max age {fresh['max_age_hours']:g} h)"
+    else:
+        freshness = f"OVERDUE: {', '.join(fresh['overdue_stages'])} not materialised in {fresh['max_age_hours']:g} h"
+    unbalanced = [s["stage"] for s in status["stages"] if not s["ledger_balanced"]]
+    return "\n".join([
+        table,
+        f"  file: {status['file']}",
+        f"  last materialised: {_ago(status['last_materialised'], now)}",
+        "  ledgers: " + ("balanced" if not unbalanced else f"UNBALANCED in {', '.join(unbalanced)}"),
+        f"  freshness: {freshness}",
+    ])
+
+
+@_guarded
+def cmd_status(args) -> int:
+    root, project = _project(args.project)
+    instance = open_instance(root, create=False)
+    now = time.time()
+    statuses = [pipeline_status(spec, project, instance, now) for spec in project.pipelines.values()]
+    if args.json:
+        print(json.dumps({"pipelines": statuses, "problems": [str(p) for p in project.problems]}, indent=1))
+    else:
+        print("\n\n".join(status_text(s, stage_table(spec, root), now) for s, spec in zip(statuses, project.pipelines.values()))
+              or f"no pipelines in {root / 'assets'}")
+    return 1 if project.problems else 0
+
+
+@_guarded
+def cmd_report(args) -> int:
+    root, project = _project(args.project)
+    spec = _pipeline(project, args.pipeline)
+    if args.json:
+        rows = [{**r, "ledger_balanced": _balanced(spec, root, r["stage"])} for r in stage_rows(spec, root)]
+        print(json.dumps({"pipeline": spec.pipeline, "stages": rows}, indent=1))
+    else:
+        print(stage_table(spec, root))
+    return 0
+
+
+# ---- materialize -------------------------------------------------------------------------------
+
+def _stage_chain(spec: PipelineSpec, stage: str) -> list[str]:
+    """The stage and everything upstream of it, in pipeline order."""
+    names = [s.name for s in spec.stages]
+    if stage not in names:
+        raise CommandError(f"pipeline {spec.pipeline!r} has no stage {stage!r}{did_you_mean(stage, names)}; its stages: {', '.join(names)}")
+    chain, current = [], stage
+    while current:
+        chain.append(current)
+        current = spec.stage(current).input
+    return [n for n in names if n in chain]
+
+
+@_guarded
+def cmd_materialize(args) -> int:
+    from dagster_llmdata.io.logs import stderr_to
+    from dagster_llmdata.defs.schedules import partitions_to_run, register_landed
+    from dagster_llmdata.defs.landing_sensor import scan_landing
+
+    root, project = _project(args.project)
+    spec = _pipeline(project, args.pipeline)
+    instance = open_instance(root, create=True)
+    new = register_landed(spec, root, instance)
+    landed = set(scan_landing(spec, root).entries)
+    known = set(instance.get_dynamic_partitions(f"{spec.pipeline}_files"))
+    for p in args.partition:
+        if p not in landed:
+            raise CommandError(f"no partition {p!r} in the landing folders of {spec.pipeline!r}"
+                               f"{did_you_mean(p, sorted(landed))}; there: {', '.join(sorted(landed)) or 'nothing'}")
+    stages = _stage_chain(spec, args.stage) if args.stage else [s.name for s in spec.stages]
+    partitions = args.partition or partitions_to_run(spec, root, "all" if args.stage else "stale")
+    print(f"{spec.pipeline}: {len(new)} new landing entries registered, {len(known)} partitions known; "
+          f"materialising {len(partitions)} partitions x {len(stages)} stages", file=sys.stderr)
+    if not partitions:
+        print(stage_table(spec, root))
+        return 0
+    failures = _run_partitions(spec, root, instance, partitions, stages, stderr_to)
+    print(stage_table(spec, root))
+    for partition, message in failures:
+        print(f"llmdata materialize: {spec.pipeline}[{partition}] failed: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_partitions(spec: PipelineSpec, root: Path, instance, partitions: list[str], stages: list[str], stderr_to) -> list[tuple[str, str]]:
+    """One Dagster run per partition (the job the landing sensor requests), stages counted on a
+    progress bar as their materialisations arrive; Dagster's and datatrove's logs go to a file."""
+    import dagster as dg
+    from tqdm import tqdm
+
+    from dagster_llmdata.definitions import load_project
+
+    defs = load_project(root)
+    job = defs.resolve_job_def(f"{spec.pipeline}_job")
+    selection = [dg.AssetKey([spec.pipeline, s]) for s in stages]
+    log = Path(tempfile.mkstemp(prefix=f"llmdata-materialize-{spec.pipeline}-", suffix=".log")[1])
+    terminal = os.fdopen(os.dup(2), "w")
+    bar = tqdm(total=len(partitions) * len(stages), unit=" stage", file=terminal, dynamic_ncols=True, desc=spec.pipeline)
+    failures: list[tuple[str, str]] = []
+    try:
+        with stderr_to(log):
+            for partition in partitions:
+                run_id = str(uuid.uuid4())
+                bar.set_postfix_str(partition)
+
+                def on_event(entry, _bar=bar) -> None:
+                    if entry.dagster_event is not None and entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION":
+                        _bar.update(1)
+
+                instance.add_event_listener(run_id, on_event)
+                result = job.execute_in_process(instance=instance, partition_key=partition, asset_selection=selection,
+                                                run_id=run_id, raise_on_error=False, resources=defs.resources,
+                                                tags={"llmdata/launched_by": "llmdata materialize"})
+                if not result.success:
+                    failures.append((partition, _failure_message(result) + f" (log: {log})"))
+    finally:
+        bar.close()
+        terminal.close()
+    if not failures:
+        log.unlink(missing_ok=True)
+    return failures
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            return (error.message if error else "step failed").strip().splitlines()[0]
+    return "the run failed"
+
+
+@_guarded
+def cmd_remove(args) -> int:
+    from dagster_llmdata.defs.assets import partitions_def_for
+    from dagster_llmdata.defs.removal import remove_partition
+
+    root, project = _project(args.project)
+    spec = _pipeline(project, args.pipeline)
+    instance = open_instance(root, create=True)
+    known = instance.get_dynamic_partitions(partitions_def_for(spec).name)
+    layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
+    on_disk = any(d.exists() for s in spec.stages for d in layout.partition_dirs(s.name, args.partition))
+    if args.partition not in known and not on_disk:
+        raise CommandError(f"pipeline {spec.pipeline!r} has no partition {args.partition!r}{did_you_mean(args.partition, list(known))}")
+    removal = remove_partition(spec, root, args.partition, instance)
+    print(f"removed {args.partition} from {len(removal.stages_cleared)} stage(s) of {spec.pipeline}")
+    for stage, keys in removal.stale.items():
+        if keys:
+            print(f"  {stage}: now stale (compared against it): {', '.join(keys)}")
+    return 0

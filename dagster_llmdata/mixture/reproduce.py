@@ -1,0 +1,68 @@
+"""Reproduce a mixture's sample stream from its manifest: every input checked against what the
+manifest pinned (Parquet files by sha256, Lance tables at their tagged version by a digest of
+their ids), then the stream rebuilt and its locators and ids compared with the manifest's digests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dagster_llmdata.mixture.manifest import ManifestError, read_manifest, stream_digest
+
+
+class ReproduceError(RuntimeError):
+    """The manifest cannot be reproduced here; the message says which input moved or is gone."""
+
+
+def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Rebuild the stream of `manifest_path`. Returns {matches, n, stream_sha256, ids_sha256, ...};
+    `out` also writes the first `limit` (default: the manifest's n_samples) samples as JSONL."""
+    from dagster_llmdata.mixture.plan import ids_stream_digest
+    from dagster_llmdata.mixture.reader import MixtureDataset
+
+    try:
+        manifest = read_manifest(manifest_path)
+        stream = manifest.stream or {}
+        if not stream.get("n"):
+            raise ReproduceError(f"{manifest_path}: the manifest records no stream digest to check against")
+        ds = MixtureDataset(manifest, check_files=True, verify_hashes=True, columns=["id"], limit=stream["n"])
+        locators = ds.locators(0, stream["n"])
+        ids = [row["id"] for row in ds]
+    except ManifestError as exc:
+        raise ReproduceError(str(exc)) from None
+    got = {"stream_sha256": stream_digest(locators), "ids_sha256": ids_stream_digest(ids)}
+    want = {"stream_sha256": stream.get("sha256"), "ids_sha256": stream.get("ids_sha256")}
+    checked = {k: v for k, v in want.items() if v}
+    result: dict[str, Any] = {
+        "manifest": str(manifest.path), "mixture": manifest.mixture, "version": manifest.version, "n": stream["n"],
+        **got, "matches": all(got[k] == v for k, v in checked.items()), "checked": sorted(checked),
+        "inputs": [_describe(inp) for inp in manifest.inputs],
+    }
+    if out is not None:
+        result["written"] = write_stream(manifest, Path(out), limit or manifest.n_samples)
+    return result
+
+
+def write_stream(manifest, out: Path, limit: int) -> int:
+    from dagster_llmdata.mixture.reader import MixtureDataset
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in MixtureDataset(manifest, columns=["id", "text"], limit=limit, check_files=False):
+            fh.write(json.dumps({"sample": row["_sample"], "domain": row["_domain"], "id": row["id"], "text": row.get("text")},
+                                ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(out)
+    return n
+
+
+def _describe(inp: dict[str, Any]) -> dict[str, Any]:
+    if inp.get("kind") == "lance":
+        return {"kind": "lance", "dataset": inp["dataset"], "table": inp["table"], "version": inp["version"], "tag": inp.get("tag")}
+    return {"kind": inp.get("kind", "parquet"), "dataset": inp.get("dataset"), "files": len(inp.get("files", []))}
+
+
+__all__ = ["ReproduceError", "reproduce"]
