@@ -20,7 +20,7 @@ from dagster_llmdata.cli.main import main
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.definitions import read_project
 
-from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source, write_intent
+from .agent_helpers import agent_project, pii_and_dups_source, write_intent
 
 
 def test_profile_measures_what_was_planted(prose):
@@ -105,7 +105,7 @@ def test_a_failed_verification_is_repaired_and_every_round_recorded(tmp_path, pr
     """Short documents: Gopher's default quality filter would drop nearly all of them; the
     verifier says so, the planner relaxes that stage, the next round verifies (and, with
     auto_approve, is approved at once)."""
-    from dagster_llmdata.conftest import write_jsonl
+    from .conftest import write_jsonl
 
     root = agent_project(tmp_path / "proj", bounds={"max_stage_drop": 0.5}, auto_approve=True)
     sentences = [s.strip() + "." for text in prose for s in text.replace("\n", " ").split(". ") if 12 <= len(s.split()) <= 25]

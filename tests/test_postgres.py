@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from dagster_llmdata.conftest import materialise_partition, one_source_project
-from dagster_llmdata.processes import free_port
+from .conftest import materialise_partition, one_source_project
+from .processes import free_port
 
 REPO = Path(__file__).parents[1]
 LLMDATA = str(Path(sys.executable).parent / "llmdata")
