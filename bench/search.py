@@ -46,7 +46,7 @@ def main() -> None:
 
     from dagster_llmdata.store import SampleStore, get_embedder, search_samples
     from dagster_llmdata.store.lance_store import sample_rows, sample_schema
-    from dagster_llmdata.store.search import ensure_fts_index
+    from dagster_llmdata.store.lance_store import ensure_fts_index
 
     work = WORK / "search"
     shutil.rmtree(work, ignore_errors=True)

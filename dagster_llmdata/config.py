@@ -3,7 +3,8 @@ a stage runs on. Pydantic only; nothing here knows about files, datatrove or Dag
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,14 @@ class RuntimeSettings(BaseModel):
     by `Operator.runtime_key`; standalone, from `llmdata op --param` or `apply_operator(runtime=)`."""
 
     model_config = ConfigDict(extra="forbid")
+    # settings also come from ${env_prefix}<FIELD> variables (the Dagster resource reads the same ones)
+    env_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def from_env(cls) -> RuntimeSettings:
+        """Defaults, with each field whose ${env_prefix}<FIELD> variable is set taken from it."""
+        names = cls.model_fields if cls.env_prefix else {}
+        return cls.model_validate({f: os.environ[v] for f in names if (v := f"{cls.env_prefix}{f.upper()}") in os.environ})
 
 
 class ExecutorConfig(BaseModel):

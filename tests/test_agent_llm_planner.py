@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.agent.planner import make_planner
-from dagster_llmdata.spec.agent import agent_config
+from dagster_llmdata.agent.planners import make_planner
+from dagster_llmdata.spec.project import agent_config
 from dagster_llmdata.spec.intent import Intent
 from dagster_llmdata.agent.llm_planner import answer_schema
 

@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.spec.agent import agent_config
+from dagster_llmdata.spec.project import agent_config
 from dagster_llmdata.spec.intent import load_intent
 from dagster_llmdata.agent.profile import pii_hits, profile_texts
 from dagster_llmdata.agent.proposal import approve
 from dagster_llmdata.cli.main import main
 from dagster_llmdata.io.parquet_store import list_parquet
-from dagster_llmdata.definitions import read_project
+from dagster_llmdata.spec.project import read_project
 
 from .agent_helpers import agent_project, pii_and_dups_source, write_intent
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dagster_llmdata.agent.agent import propose
-from dagster_llmdata.spec.agent import agent_config
+from dagster_llmdata.spec.project import agent_config
 from dagster_llmdata.spec.intent import Intent
 from dagster_llmdata.agent.profile import detect_languages, is_code, is_markup, pii_hits
 from dagster_llmdata.io.parquet_store import list_parquet

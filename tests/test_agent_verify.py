@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_llmdata.agent.agent import verify_context
+from dagster_llmdata.agent.verify import verify_context
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.intent import IntentError, load_intent, read_goals
 from dagster_llmdata.agent.verify import verify_static

@@ -15,7 +15,7 @@ import pytest
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from dagster_llmdata import load_project
-from dagster_llmdata.definitions import read_project
+from dagster_llmdata.spec.project import read_project
 from dagster_llmdata.defs.removal import remove_partition
 from dagster_llmdata.demo.planted_duplicates import substitute_words
 from dagster_llmdata.io.parquet_store import list_parquet

@@ -109,7 +109,7 @@ def test_changed_parquet_input_is_reported(tmp_path):
 
 
 def test_per_document_weights_over_a_lance_input(tmp_path, prose, instance):
-    from dagster_llmdata.definitions import read_project
+    from dagster_llmdata.spec.project import read_project
     from dagster_llmdata.mixture.plan import plan
     from dagster_llmdata.spec.mixture import load_mixture_spec
 

@@ -14,7 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from dagster_llmdata import load_project
-from dagster_llmdata.defs.landing_sensor import LandingSensorSpec, landing_cursor, landing_entries, scan_landing
+from dagster_llmdata.defs.landing_sensor import landing_cursor, landing_entries, scan_landing
+from dagster_llmdata.spec.triggers import LandingSensorSpec
 from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
 PARTITION = "web/batch1.jsonl"

@@ -79,6 +79,6 @@ def test_mixture_naming_unknown_dataset_is_reported_and_rest_loads(tmp_path):
     root = mixture_project(tmp_path, MIXTURE_YAML.replace("tiny/shards", "tiny/nostage"))
     graph = load_project(root).resolve_asset_graph()
     assert graph.has(dg.AssetKey(["tiny", "shards"])) and not graph.has(mixture_key("mix"))
-    from dagster_llmdata.definitions import SPECS_ASSET
+    from dagster_llmdata.defs.specs_asset import SPECS_ASSET
 
     assert "tiny/nostage" in graph.get(SPECS_ASSET).description

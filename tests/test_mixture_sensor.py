@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import FeedbackStore, load_project
-from dagster_llmdata.definitions import read_project
+from dagster_llmdata.spec.project import read_project
 from dagster_llmdata.mixture.mixture_asset import mixture_key, training_run_key
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.feedback_sensor import RUN_TAG, STEP_TAG
@@ -94,7 +94,7 @@ def test_sensor_for_unknown_mixture_or_offline_algorithm_is_reported(tmp_path):
     (root / "sensors" / "fb.yaml").write_text(SENSOR_YAML.format(change=0.1).replace("mixture: mix", "mixture: nope"))
     load_project(root)
     graph = load_project(root).resolve_asset_graph()
-    from dagster_llmdata.definitions import SPECS_ASSET
+    from dagster_llmdata.defs.specs_asset import SPECS_ASSET
 
     assert "unknown mixture 'nope'" in graph.get(SPECS_ASSET).description
     (root / "sensors" / "fb.yaml").write_text(SENSOR_YAML.format(change=0.1))  # the mixture is static: fine (no-op)

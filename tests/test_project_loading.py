@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import Operator, load_project, register_operator
-from dagster_llmdata.definitions import SPECS_ASSET, read_project
+from dagster_llmdata.defs.specs_asset import SPECS_ASSET
+from dagster_llmdata.spec.project import read_project
 from tests.conftest import PIPELINE_YAML
 
 

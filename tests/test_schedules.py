@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from dagster_llmdata import load_project
-from dagster_llmdata.definitions import read_project
+from dagster_llmdata.spec.project import read_project
 
 from .conftest import write_jsonl
 

@@ -111,7 +111,7 @@ def test_llmdata_ops_lists_registry():
 
 def test_odd_landing_names(project, instance, prose):
     from dagster_llmdata.io.layout import partition_folder
-    from dagster_llmdata.definitions import load_pipeline_specs
+    from dagster_llmdata.spec.project import load_pipeline_specs
     from dagster_llmdata.defs.landing_sensor import landing_entries
 
     (project / "landing/web/my batch (1).jsonl").write_text(json.dumps({"text": prose[5]}) + "\n")

@@ -88,7 +88,7 @@ def test_first_stage_must_ingest(tmp_path):
 
 def test_every_spec_field_is_described():
     """What the Dagster UI, `llmdata ops` and the agent read about a spec: no field without words."""
-    from dagster_llmdata.definitions import SENSOR_KINDS
+    from dagster_llmdata.spec.project import SENSOR_KINDS
     from dagster_llmdata.spec.pipeline import PipelineSpec
 
     def walk(schema: dict, defs: dict, where: str):

@@ -8,87 +8,28 @@ import re
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dagster_llmdata.io.logs import stderr_to
 from dagster_llmdata.spec.pipeline import SpecError
 from dagster_llmdata.spec.agent import AgentConfig
-from dagster_llmdata.agent.dry_run import DryRun, run_dry
+from dagster_llmdata.agent.dry_run import run_dry
 from dagster_llmdata.spec.intent import Intent, default_name, read_goals
 from dagster_llmdata.agent.planner import DeterministicPlanner, Finding, Plan, Planner, PlannerError, PlanRequest
-from dagster_llmdata.agent.profile import Profile, profile_samples
+from dagster_llmdata.agent.profile import profile_samples
 from dagster_llmdata.agent.sample import SourceSample, sample_source
-from dagster_llmdata.agent.verify import VerifyContext, check_path, verify_static
+from dagster_llmdata.agent.proposal import approve, write_proposal
+from dagster_llmdata.agent.result import ProposalResult, Round
+from dagster_llmdata.agent.verify import VerifyContext, check_path, verify_context, verify_static
 
 DRY_RUNS = Path("data") / "agent" / "dry_runs"
 INFRA_FAILURES = {"planner_failed", "dry_run_error"}
 
 
-@dataclass
-class Round:
-    """One plan-and-verify round, as the report shows it."""
-
-    round: int
-    planner: str
-    spec: Any = None
-    notes: list[str] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    dry_run: DryRun | None = None
-    raw_answer: str | None = None
-
-    @property
-    def failed(self) -> list[Finding]:
-        return [f for f in self.findings if not f.passed]
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "planner": self.planner, "spec": self.spec, "notes": self.notes,
-                "findings": [f.to_dict() for f in self.findings], "dry_run": self.dry_run.to_dict() if self.dry_run else None,
-                "raw_answer": self.raw_answer[:4000] if self.raw_answer else None}
 
 
-@dataclass
-class ProposalResult:
-    name: str
-    status: str  # verified | rejected | failed
-    reasons: list[str] = field(default_factory=list)
-    intent: dict = field(default_factory=dict)
-    goals: dict = field(default_factory=dict)
-    profile: Profile | None = None
-    rounds: list[Round] = field(default_factory=list)
-    spec_path: str | None = None
-    report_path: str | None = None
-    dry_run_dir: str | None = None
-    seconds: float = 0.0
-    approved: dict | None = None
-
-    @property
-    def ledger(self) -> dict:
-        last = self.rounds[-1].dry_run if self.rounds and self.rounds[-1].dry_run else None
-        return last.ledger if last else {}
-
-    def summary(self) -> dict:
-        """What `llmdata agent propose` prints."""
-        return {"name": self.name, "status": self.status, "reasons": self.reasons, "spec_path": self.spec_path,
-                "report_path": self.report_path, "dry_run_dir": self.dry_run_dir, "ledger": self.ledger,
-                "rounds": len(self.rounds), "seconds": round(self.seconds, 2), "approved": self.approved}
-
-    def to_dict(self) -> dict:
-        return {**self.summary(), "intent": self.intent, "goals": self.goals,
-                "profile": self.profile.to_dict() if self.profile else None, "history": [r.to_dict() for r in self.rounds]}
 
 
-def verify_context(root: Path, config: AgentConfig) -> VerifyContext:
-    from dagster_llmdata.definitions import read_project  # the loader builds the agent sensor: imported when used
-
-    project = read_project(root)
-    existing = {name: str(path.relative_to(project.root)) for name, path in project.files.items()}
-    for problem in project.problems:  # a broken spec still holds its file's name
-        if problem.path.parent == project.root / "assets":
-            existing.setdefault(problem.path.stem, str(problem.path.relative_to(project.root)))
-    roots = [Path(r) if Path(r).is_absolute() else root / r for r in config.allowed_roots]
-    return VerifyContext(root=root, allowed_roots=roots, existing_names=existing)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -203,8 +144,6 @@ def _verify_round(planner: Planner, request: PlanRequest, ctx: VerifyContext, fo
 
 
 def _finish(result: ProposalResult, root: Path, start: float, config: AgentConfig | None = None) -> ProposalResult:
-    from dagster_llmdata.agent.proposal import approve, write_proposal
-
     result.seconds = time.perf_counter() - start
     write_proposal(result, root)
     if config is not None and config.auto_approve and result.status == "verified":

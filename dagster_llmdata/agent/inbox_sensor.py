@@ -13,6 +13,12 @@ import dagster as dg
 import yaml
 
 from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.agent.agent import propose
+from dagster_llmdata.agent.planners import make_planner
+from dagster_llmdata.agent.proposal import list_proposals, report_markdown
+from dagster_llmdata.spec.intent import IntentError, load_intent
+from dagster_llmdata.spec.project import agent_config
+from dagster_llmdata.spec.project import read_project
 
 PROPOSALS_ASSET = dg.AssetKey("agent_proposals")
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -23,11 +29,9 @@ class ProposalRunConfig(dg.Config):
 
 
 def build_agent(entry: AgentConfig, project, jobs: dict[str, Any]):
-    from dagster_llmdata.definitions import Built
-
     asset = build_proposals_asset(entry, project.root)
     job = dg.define_asset_job(f"{entry.name}_job", selection=[PROPOSALS_ASSET], description="Profile, plan and verify one intent.")
-    return Built(assets=[asset], jobs=[job], sensors=[build_agent_sensor(entry, project, job)])
+    return dg.Definitions(assets=[asset], jobs=[job], sensors=[build_agent_sensor(entry, project, job)])
 
 
 def build_proposals_asset(config: AgentConfig, root: Path) -> dg.AssetsDefinition:
@@ -35,11 +39,6 @@ def build_proposals_asset(config: AgentConfig, root: Path) -> dg.AssetsDefinitio
               description="Pipelines the agent proposed (assets/proposed/): each run profiles, plans and verifies one intent; "
                           "the metadata is its report. Approve with `llmdata agent approve NAME`.")
     def agent_proposals(context: dg.AssetExecutionContext, config: ProposalRunConfig) -> dg.MaterializeResult:
-        from dagster_llmdata.agent.agent import propose
-        from dagster_llmdata.agent.planner import make_planner
-        from dagster_llmdata.spec.intent import IntentError, load_intent
-        from dagster_llmdata.agent.proposal import list_proposals, report_markdown
-
         md: dict[str, Any] = {}
         if config.intent_path:
             try:
@@ -70,8 +69,6 @@ def build_proposals_asset(config: AgentConfig, root: Path) -> dg.AssetsDefinitio
 
 def config_for(root: Path) -> AgentConfig:
     """Re-read at run time, so an edited sensors/agent.yaml applies without a reload."""
-    from dagster_llmdata.spec.agent import agent_config
-
     return agent_config(root)
 
 
@@ -85,7 +82,6 @@ def _claim(path: Path, folder: Path) -> Path:
 def scan_inbox(inbox: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Intent files that parse (moved to accepted/) and the rest (moved to rejected/, with a
     `<file>.reason.txt` beside each)."""
-    from dagster_llmdata.spec.intent import IntentError, load_intent
 
     accepted, rejected = [], []
     inbox.mkdir(parents=True, exist_ok=True)
@@ -131,8 +127,6 @@ def build_agent_sensor(config: AgentConfig, project, job) -> dg.SensorDefinition
         description=f"Intents dropped in {config.inbox}/ (and landing folders no pipeline reads) -> one proposal run each.",
     )
     def _agent(context: dg.SensorEvaluationContext):
-        from dagster_llmdata.definitions import read_project
-
         accepted, rejected = scan_inbox(root / config.inbox)
         for path, why in rejected:
             context.log.warning(f"intent {path.name} rejected: {why}")

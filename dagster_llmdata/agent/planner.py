@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dagster_llmdata.spec.intent import Goals, Intent
 from dagster_llmdata.agent.profile import Profile
-
-if TYPE_CHECKING:
-    from dagster_llmdata.spec.agent import AgentConfig
 
 
 @dataclass
@@ -175,16 +172,3 @@ class DeterministicPlanner:
             add("export_shards", "shards", {"tokenizer": f"spacy:{lang}"}, why="training-ready shards with token counts")
         description = f"Proposed by the agent for: {request.intent.goal}"
         return Plan(spec_frame(request, stages, description), notes)
-
-
-def make_planner(config: AgentConfig, runtime: dict[str, Any] | None = None) -> Planner:
-    """The configured planner; the LLM planner's server comes from the config, else the judge resource."""
-    if config.planner.kind == "deterministic":
-        return DeterministicPlanner()
-    from dagster_llmdata.defs.resources import JudgeResource
-    from dagster_llmdata.agent.llm_planner import LLMPlanner
-
-    settings = dict(runtime if runtime is not None else JudgeResource.from_env().settings())
-    if config.planner.base_url:
-        settings["base_url"] = config.planner.base_url
-    return LLMPlanner(config.planner, settings)

@@ -8,15 +8,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from dagster_llmdata.agent.reload import reload_code_location
+from dagster_llmdata.agent.result import ProposalResult
+from dagster_llmdata.agent.verify import verify_context, verify_static
+from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.pipeline import SpecError
-
-if TYPE_CHECKING:
-    from dagster_llmdata.agent.agent import ProposalResult
-    from dagster_llmdata.spec.agent import AgentConfig
 
 PROPOSED = Path("assets") / "proposed"
 AGENT_SENSORS = Path("sensors") / "agent_pipelines.yaml"
@@ -93,10 +93,6 @@ def load_report(root: Path, name: str) -> dict[str, Any]:
 def approve(name: str, root: Path, config: AgentConfig, reload: bool = True) -> dict[str, Any]:
     """Move a verified proposal into assets/ (re-checked against the project as it is now), add its
     landing sensor, and reload the code location. Returns what happened."""
-    from dagster_llmdata.agent.agent import verify_context
-    from dagster_llmdata.agent.reload import reload_code_location
-    from dagster_llmdata.agent.verify import verify_static
-
     report = load_report(root, name)
     src = proposed_dir(root) / f"{name}.yaml"
     if report.get("approved") and not src.exists():

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from dagster_llmdata.operators import REGISTRY, describe_params_error, did_you_mean, get_operator
 from dagster_llmdata.spec.pipeline import NAME, PipelineSpec
 from dagster_llmdata.agent.planner import Finding
+from dagster_llmdata.spec.agent import AgentConfig
+from dagster_llmdata.spec.project import read_project
 
 SHELL_META = re.compile(r"[;&|`$<>(){}\[\]*?!~\\'\"\n\r\t\x00]")
 MAX_SPEC_BYTES = 64 * 1024
@@ -213,3 +215,13 @@ def _check_stage(i: int, stage: Any, ctx: VerifyContext) -> list[Finding]:
     if extra:
         out.append(Finding("spec_shape", False, f"{where}: unknown keys {sorted(extra)}", stage=label))
     return out
+
+
+def verify_context(root: Path, config: AgentConfig) -> VerifyContext:
+    project = read_project(root)
+    existing = {name: str(path.relative_to(project.root)) for name, path in project.files.items()}
+    for problem in project.problems:  # a broken spec still holds its file's name
+        if problem.path.parent == project.root / "assets":
+            existing.setdefault(problem.path.stem, str(problem.path.relative_to(project.root)))
+    roots = [Path(r) if Path(r).is_absolute() else root / r for r in config.allowed_roots]
+    return VerifyContext(root=root, allowed_roots=roots, existing_names=existing)

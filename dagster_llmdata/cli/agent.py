@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from dagster_llmdata.cli.common import project_root
 
 
 def _root(args) -> Path:
-    from dagster_llmdata.cli.main import _project_root
-
-    return _project_root(args.project)
+    return project_root(args.project)
 
 
 def _config(root: Path, args):
-    from dagster_llmdata.spec.agent import agent_config
+    from dagster_llmdata.spec.project import agent_config
 
     config = agent_config(root)
     planner = config.planner
@@ -27,7 +26,7 @@ def _config(root: Path, args):
 def cmd_propose(args) -> int:
     from dagster_llmdata.agent.agent import propose
     from dagster_llmdata.spec.intent import IntentError, load_intent
-    from dagster_llmdata.agent.planner import make_planner
+    from dagster_llmdata.agent.planners import make_planner
 
     root = _root(args)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dagster_llmdata.cli.common import DEFAULT_HOME
 
 PG_CONNECT_TIMEOUT_S = 5
 
@@ -124,8 +125,6 @@ def add_commands(sub) -> None:
 
 def cmd_instance(args) -> int:
     import json
-
-    from dagster_llmdata.cli.pipelines import DEFAULT_HOME
 
     home = Path(os.environ.get("DAGSTER_HOME") or Path(args.project).resolve() / DEFAULT_HOME)
     try:

@@ -16,8 +16,9 @@ from dagster_llmdata.io.logs import progress_on_terminal, stderr_to
 from dagster_llmdata.errors import StageFailed
 from dagster_llmdata.operators import did_you_mean
 from dagster_llmdata.spec.pipeline import SpecError
+from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting
+from dagster_llmdata.cli.pipelines import cmd_status
 
-DEFAULT_HOME = ".dagster_home"
 # features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
 COMMAND_MODULES: list[str] = [
     "dagster_llmdata.cli.pipelines",
@@ -112,34 +113,14 @@ def _schema_type(prop: dict) -> str:
     return str(prop.get("type", "any"))
 
 
-def _project_root(arg: str) -> Path:
-    root = Path(arg).resolve()
-    if not (root / "assets").is_dir():
-        raise SpecError(f"{root} is not an llmdata project: it has no assets/ folder of pipeline specs "
-                        "(run from a project, or pass --project DIR)")
-    return root
 
 
-def read_project_reporting(root: Path):
-    """The project's specs; every broken one is printed to stderr (file:line: why)."""
-    from dagster_llmdata.definitions import read_project
-
-    project = read_project(root)
-    for problem in project.problems:
-        print(f"broken spec: {problem}", file=sys.stderr)
-    return project
-
-
-def cmd_status(args) -> int:
-    from dagster_llmdata.cli.pipelines import cmd_status as status
-
-    return status(args)
 
 
 def cmd_rejected(args) -> int:
     from dagster_llmdata.engine.report import rejected_examples
 
-    root = _project_root(args.project)
+    root = project_root(args.project)
     specs = read_project_reporting(root).pipelines
     pipeline = args.pipeline or next(iter(specs), None)
     if pipeline not in specs:
@@ -169,28 +150,8 @@ def cmd_sample(args) -> int:
     return 0
 
 
-RUN_QUEUE_CONFIG = """\
-concurrency:
-  runs:
-    # a burst of landed files queues instead of starting every run at once (2 cores by default)
-    max_concurrent_runs: 2
-"""
-INSTANCE_CONFIG = """\
-# The project's Dagster instance (written by `llmdata home`; edit freely).
-telemetry:
-  enabled: false  # no network here
-""" + RUN_QUEUE_CONFIG
 
 
-def ensure_dagster_home(path: Path) -> Path:
-    """The project's own Dagster instance folder: telemetry off and a run queue with a limit."""
-    path.mkdir(parents=True, exist_ok=True)
-    config = path / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_CONFIG)
-    elif "concurrency:" not in (current := config.read_text()):
-        config.write_text(current.rstrip("\n") + "\n" + RUN_QUEUE_CONFIG)  # an instance from an older version
-    return path
 
 
 def cmd_home(args) -> int:

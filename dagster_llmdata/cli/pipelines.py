@@ -19,8 +19,8 @@ from dagster_llmdata.io.ledger import LEDGER_FILE, load_record
 from dagster_llmdata.operators import did_you_mean
 from dagster_llmdata.engine.report import stage_rows, stage_table
 from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting
 
-DEFAULT_HOME = ".dagster_home"
 
 
 class CommandError(RuntimeError):
@@ -66,9 +66,7 @@ def _guarded(fn):
 
 
 def _project(arg: str):
-    from dagster_llmdata.cli.main import _project_root, read_project_reporting
-
-    root = _project_root(arg)
+    root = project_root(arg)
     return root, read_project_reporting(root)
 
 
@@ -94,7 +92,6 @@ def _read(path: Path) -> str:
 def open_instance(root: Path, create: bool):
     """The project's Dagster instance ($DAGSTER_HOME, else <project>/.dagster_home), or None when
     there is none yet and `create` is false."""
-    from dagster_llmdata.cli.main import ensure_dagster_home
     from dagster_llmdata.cli.instance import InstanceUnavailable
     from dagster_llmdata.cli.instance import open_instance as open_checked
 
@@ -132,7 +129,8 @@ def _balanced(spec: PipelineSpec, root: Path, stage: str) -> bool:
 
 
 def pipeline_status(spec: PipelineSpec, project, instance, now: float) -> dict[str, Any]:
-    from dagster_llmdata.defs.schedules import FreshnessSpec, overdue
+    from dagster_llmdata.defs.schedules import overdue
+    from dagster_llmdata.spec.triggers import FreshnessSpec
 
     root = project.root
     stages = []

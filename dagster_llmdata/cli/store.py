@@ -16,7 +16,7 @@ def resolve_table(table: str, uri: str | None, project: str = ".") -> tuple[str,
     if uri:
         return uri, table
     if "/" in table:
-        from dagster_llmdata.definitions import read_project
+        from dagster_llmdata.spec.project import read_project
 
         pipeline, _, stage = table.partition("/")
         root = Path(project).resolve()

@@ -8,7 +8,8 @@ import dagster as dg
 
 from dagster_llmdata.defs.assets import build_pipeline_assets, build_pipeline_job
 from dagster_llmdata.defs.resources import default_resources
-from dagster_llmdata.defs.landing_sensor import LandingSensorSpec, build_landing_sensor
+from dagster_llmdata.defs.landing_sensor import build_landing_sensor
+from dagster_llmdata.spec.triggers import LandingSensorSpec
 from dagster_llmdata.spec.pipeline import PipelineSpec
 
 

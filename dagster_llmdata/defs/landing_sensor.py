@@ -7,42 +7,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_llmdata.defs.assets import partitions_def_for, pipeline_context
 from dagster_llmdata.engine.materialise import partition_is_current
 from dagster_llmdata.io.layout import INVALID_KEY_PARTS
 from dagster_llmdata.spec.pipeline import PipelineSpec
+from dagster_llmdata.defs.removal import remove_partition
+from dagster_llmdata.engine.materialise import PartitionLocked
+from dagster_llmdata.spec.triggers import LandingSensorSpec
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part")  # what uploaders name a file until it is complete
 
 
-class LandingSensorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["landing"] = Field("landing", description="Sensor kind: new or changed entries in a pipeline's landing folders.")
-    name: str | None = Field(
-        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_]+$",
-        description="Sensor name in Dagster (letters, digits, underscores); default `<pipeline>_landing`.",
-    )
-    pipeline: str = Field(min_length=1, description="The pipeline (its `pipeline:` name) whose sources' landing folders are watched.")
-    minimum_interval_seconds: int = Field(30, ge=1, le=86_400, description="Seconds between two evaluations of the sensor.")
-    settle_seconds: float = Field(
-        0, ge=0, le=86_400,
-        description="Request an entry only once its newest file has been unchanged for this many seconds, so a file "
-        "still being copied or appended to is not processed half-written (it would be re-processed once complete). "
-        "0 requests at once; a few seconds suits slow uploads.",
-    )
-    default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
-    on_removed: Literal["keep", "remove"] = Field(
-        "keep",
-        description="When a landing entry the sensor requested disappears: `keep` leaves its partition and data (landing "
-        "folders that are emptied once processed) and logs it once; `remove` removes the partition as `llmdata remove` "
-        "does (its data in every stage, its dedup index entries, the Dagster partition; later partitions deduplicated "
-        "against it show stale). A landing folder that is missing altogether (an unmounted share) removes nothing.",
-    )
 
 
 @dataclass
@@ -198,8 +176,6 @@ def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSen
         return seen
     seen = dict(seen)
     if sensor_spec.on_removed == "remove":
-        from dagster_llmdata.engine.materialise import PartitionLocked
-        from dagster_llmdata.defs.removal import remove_partition
 
         for key in gone:
             try:

@@ -52,7 +52,7 @@ def runtime_resource(name: str, settings_model: type[RuntimeSettings], env_prefi
     return resource_cls
 
 
-JudgeResource = runtime_resource("JudgeResource", JudgeRuntime, "LLMDATA_JUDGE_")
+JudgeResource = runtime_resource("JudgeResource", JudgeRuntime, JudgeRuntime.env_prefix)
 
 # runtime key (Operator.runtime_key) -> the resource the code location binds under that key
 RUNTIME_RESOURCES: dict[str, type[RuntimeResource]] = {"judge": JudgeResource}

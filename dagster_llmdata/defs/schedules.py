@@ -12,45 +12,18 @@ from typing import Literal
 import dagster as dg
 import warnings
 
-from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_llmdata.defs.assets import asset_key, partitions_def_for, pipeline_context
 from dagster_llmdata.engine.materialise import partition_is_current
 from dagster_llmdata.defs.landing_sensor import scan_landing
-from dagster_llmdata.spec.pipeline import CRON, PipelineSpec
-
-NAME_PATTERN = r"^[A-Za-z0-9_]+$"
-
+from dagster_llmdata.spec.pipeline import PipelineSpec
+from dagster_llmdata.spec.triggers import FreshnessSpec, ScheduleSpec
 
 
-class ScheduleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["schedule"] = Field(description="A cron schedule that re-materialises a pipeline.")
-    name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN,
-                             description="Schedule name in Dagster; default `<pipeline>_schedule`.")
-    pipeline: str = Field(min_length=1, description="The pipeline (its `pipeline:` name) to re-materialise.")
-    cron: str = Field(pattern=CRON, description="When to run, as a five-field cron string (`0 2 * * *`: nightly at 02:00).")
-    timezone: str = Field("UTC", min_length=1, description="Timezone of the cron string.")
-    partitions: Literal["stale", "all"] = Field(
-        "stale",
-        description="`stale`: request only partitions whose files or stage code changed since they were "
-        "materialised (and new ones); `all`: every partition (stages that are up to date still skip).",
-    )
-    default_status: Literal["running", "stopped"] = Field("stopped", description="Whether the schedule runs as soon as the code location loads.")
 
 
-class FreshnessSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["freshness"] = Field(description="Flag a pipeline that has not materialised for a while.")
-    pipeline: str = Field(min_length=1, description="The pipeline whose stages are checked.")
-    max_age_hours: float = Field(gt=0, le=24 * 366, description="A stage is overdue once its last materialisation is older than this.")
-    stages: list[str] | None = Field(None, description="Stages to check; default every stage.")
-    minimum_interval_seconds: int = Field(300, ge=10, le=86_400, description="How often the sensor evaluates the checks.")
-    default_status: Literal["running", "stopped"] = Field("running", description="Whether the freshness sensor runs as soon as the code location loads.")
 
-    @property
-    def max_age(self) -> dt.timedelta:
-        return dt.timedelta(hours=self.max_age_hours)
+
 
 
 def _status(value: str):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_llmdata.definitions import load_project, read_project
+from dagster_llmdata.definitions import load_project
+from dagster_llmdata.spec.project import read_project
 from dagster_llmdata.io.logs import stderr_to
 from dagster_llmdata.demo.mixtures import materialise_mixtures
 from dagster_llmdata.engine.report import stage_table

@@ -156,7 +156,7 @@ def run_train_demo(root: Path, steps: int = 300, report_every: int = 50, dagster
                    wait_s: float = 75.0, log=print) -> int:
     import warnings
 
-    from dagster_llmdata.definitions import read_project
+    from dagster_llmdata.spec.project import read_project
 
     project = read_project(root)
     spec = project.specs.get("mixture", {}).get(mixture)

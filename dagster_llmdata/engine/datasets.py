@@ -15,6 +15,7 @@ from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.layout import PipelineLayout, partition_folder
 from dagster_llmdata.io.ledger import load_record
 from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.project import read_project
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,6 @@ def split_dataset_name(name: str) -> tuple[str, str]:
 
 def stage_layout(project_root: str | Path, name: str, pipelines: dict[str, PipelineSpec] | None = None) -> tuple[PipelineLayout, str]:
     """The layout and stage name behind `pipeline/stage`, with an error naming what exists."""
-    from dagster_llmdata.definitions import read_project  # the loader builds Dagster objects; import it only when asked
-
     root = Path(project_root).resolve()
     pipeline, stage = split_dataset_name(name)
     if pipelines is None:

@@ -60,6 +60,8 @@ class JudgeRuntime(RuntimeSettings):
     """Where and how a judge runs. None of it changes a score's meaning, so none of it is in the
     stage's code version (the model, rubric and rubric version are params)."""
 
+    env_prefix = "LLMDATA_JUDGE_"
+
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server (backend `openai`), e.g. `vllm serve`.")
     api_key_env: str | None = Field(None, description="Name of the environment variable that holds the API key (never the key itself).")
     concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight at once (backend `openai`); the server batches them.")

@@ -13,51 +13,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_llmdata.spec.pipeline import SpecError
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture.mixture_asset import MixtureConfig, latest_manifest, mixture_key, mixture_op_name, training_run_key
 from dagster_llmdata.mixture.feedback import FeedbackStore, FeedbackStoreLocked, open_store
 from dagster_llmdata.spec.mixture import MixtureSpec
+from dagster_llmdata.spec.triggers import TrainingFeedbackSensorSpec
+from dagster_llmdata.spec.project import Project
 
-if TYPE_CHECKING:
-    from dagster_llmdata.definitions import Built, Project
 
 RUN_TAG = "llmdata/training_run"
 STEP_TAG = "llmdata/step"
 
 
-class TensorBoardSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    logdir: str = Field(min_length=1, description="TensorBoard log dir (relative to the project root); one sub-folder per run.")
-    tag_pattern: str = Field(r"^(?:train/|eval/)?loss/(?P<domain>[^/]+)$", description="Regex with a `domain` group over scalar tags.")
 
 
-class TrainingFeedbackSensorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["training_feedback"] = Field(description="Sensor kind: training feedback re-materialises a mixture.")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$", description="Sensor name; default `<mixture>_feedback`.")
-    mixture: str = Field(min_length=1, description="The mixture (its `mixture:` name) to re-materialise.")
-    store: str | None = Field(None, description="Feedback store (SQLite); default: the mixture's `feedback_store`.")
-    tensorboard: TensorBoardSource | None = Field(None, description="Also read per-domain losses from TensorBoard event files.")
-    algorithm: Literal["doremi", "odm", "reweight", "static"] | None = Field(
-        None, description="Online algorithm; default: the mixture's own (which must be online).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Algorithm params over the mixture's (eta, smoothing, reference_losses ...).")
-    reference_run: str | None = Field(None, description="DoReMi: the run whose losses are the reference (instead of params.reference_losses).")
-    warmup_step: int = Field(0, ge=0, description="No update before this training step.")
-    update_step: int = Field(100, ge=1, description="Steps between two updates of a run's weights.")
-    min_weight_change: float = Field(0.01, ge=0, le=1, description="Request a new mixture only when the weights move by more than this (total variation).")
-    minimum_interval_seconds: int = Field(30, ge=1, le=86_400, description="Seconds between two evaluations.")
-    default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
 
 
-def build_feedback_sensor(entry: TrainingFeedbackSensorSpec, project: Project, jobs: dict[str, Any]) -> Built:
-    from dagster_llmdata.definitions import Built
-
+def build_feedback_sensor(entry: TrainingFeedbackSensorSpec, project: Project, jobs: dict[str, Any]) -> dg.Definitions:
     mixtures: dict[str, MixtureSpec] = project.specs.get("mixture", {})
     if entry.mixture not in mixtures:
         raise SpecError(f"names unknown mixture {entry.mixture!r} (loaded: {sorted(mixtures) or 'none'})")
@@ -66,7 +43,7 @@ def build_feedback_sensor(entry: TrainingFeedbackSensorSpec, project: Project, j
     if name not in alg.ONLINE and name != "static":
         raise SpecError(f"mixture {spec.mixture!r} uses {name!r}, which does not learn from feedback; set `algorithm:` "
                         f"to one of {', '.join(alg.ONLINE)}")
-    return Built(sensors=[_sensor(entry, spec, project.root, name)])
+    return dg.Definitions(sensors=[_sensor(entry, spec, project.root, name)])
 
 
 def _sensor(entry: TrainingFeedbackSensorSpec, spec: MixtureSpec, root: Path, algorithm: str) -> dg.SensorDefinition:

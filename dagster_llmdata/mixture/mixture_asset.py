@@ -9,18 +9,17 @@ definition time."""
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 
-if TYPE_CHECKING:
-    from dagster_llmdata.definitions import Built, Project
 from dagster_llmdata.spec.pipeline import SpecError
 from dagster_llmdata.mixture.algorithms import MixtureError, doc_weights, weight_change
 from dagster_llmdata.mixture.feedback import open_store
 from dagster_llmdata.mixture.manifest import Manifest, ManifestError, manifest_dir, read_manifest
 from dagster_llmdata.mixture.plan import plan_manifest, scan_inputs
 from dagster_llmdata.spec.mixture import MixtureSpec
+from dagster_llmdata.spec.project import Project
 
 MANIFEST_CHECK = "manifest_sound"
 
@@ -56,9 +55,7 @@ def latest_manifest(spec: MixtureSpec, root: Path) -> Manifest | None:
         return None
 
 
-def build_mixture(spec: MixtureSpec, project: "Project") -> "Built":
-    from dagster_llmdata.definitions import Built  # the loader imports this module to register the kind
-
+def build_mixture(spec: MixtureSpec, project: Project) -> dg.Definitions:
     missing = [i.dataset for i in spec.inputs if i.dataset.split("/")[0] not in project.pipelines
                or i.dataset.split("/")[1] not in [s.name for s in project.pipelines[i.dataset.split("/")[0]].stages]]
     if missing:
@@ -90,7 +87,7 @@ def build_mixture(spec: MixtureSpec, project: "Project") -> "Built":
         description="Training runs on this mixture: observations (one per reported step) name the run, step, "
                     "per-domain losses and the mixture version consumed.",
     )
-    return Built(assets=[_mixture, training])
+    return dg.Definitions(assets=[_mixture, training])
 
 
 def _code_version(spec: MixtureSpec) -> str:

@@ -31,7 +31,7 @@ def lance_location(inp, root: Path, pipelines: dict | None) -> tuple[str, str]:
     from dagster_llmdata.engine.datasets import split_dataset_name, stage_layout
 
     if pipelines is None:
-        from dagster_llmdata.definitions import read_project
+        from dagster_llmdata.spec.project import read_project
 
         pipelines = read_project(Path(root).resolve()).pipelines
     layout, stage = stage_layout(root, inp.dataset, pipelines)

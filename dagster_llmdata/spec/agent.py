@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -55,16 +53,3 @@ class AgentConfig(BaseModel):
     location_name: str = Field("llmdata", min_length=1, description="The code location to reload.")
     minimum_interval_seconds: int = Field(30, ge=1, le=86_400, description="Seconds between two evaluations of the sensor.")
     default_status: Literal["running", "stopped"] = Field("running", description="Whether the sensor runs as soon as the code location loads.")
-
-
-def agent_config(root: Path) -> AgentConfig:
-    """The first `type: agent` entry of the project's sensors/*.yaml, else the defaults."""
-    for path in sorted((root / "sensors").glob("*.yaml")):
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue  # the loader reports broken sensor files
-        for entry in data.get("sensors") or [] if isinstance(data, dict) else []:
-            if isinstance(entry, dict) and entry.get("type") == "agent":
-                return AgentConfig.model_validate(entry)
-    return AgentConfig()

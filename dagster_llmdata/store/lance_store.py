@@ -203,8 +203,6 @@ class SampleStore:
     def ensure_indexes(self, vector_min_rows: int) -> dict[str, Any]:
         """A full-text index on `text` always; an ANN index (IVF-PQ, cosine) on the vectors once
         the table holds `vector_min_rows` rows. Index commits come after the tagged data version."""
-        from dagster_llmdata.store.search import ensure_fts_index, has_vector_index
-
         tbl = self.table()
         with_retries(lambda: ensure_fts_index(tbl), f"indexing {self.table_name!r} for full-text search")
         rows = tbl.count_rows()
@@ -335,3 +333,18 @@ def sample_rows(batches: Iterator[pa.RecordBatch], vectors: Iterator, partition:
 
 
 __all__ = ["SampleStore", "StoreError", "WriteResult", "connect", "open_table", "sample_schema", "score_columns", "tag_name"]
+
+
+def has_fts_index(tbl) -> bool:
+    return any(ix.index_type == "FTS" for ix in tbl.list_indices())
+
+
+def has_vector_index(tbl) -> bool:
+    return any(ix.index_type.startswith("IVF") for ix in tbl.list_indices())
+
+
+def ensure_fts_index(tbl) -> None:
+    from lancedb.index import FTS
+
+    if not has_fts_index(tbl):
+        tbl.create_index("text", config=FTS())

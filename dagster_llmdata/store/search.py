@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dagster_llmdata.store.lance_store import MODEL_KEY, VECTOR, StoreError, open_table, vector_dim
+from dagster_llmdata.store.lance_store import MODEL_KEY, VECTOR, StoreError, has_fts_index, open_table, vector_dim
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 DEFAULT_MODEL = "minilm-l6-static"
@@ -42,19 +42,10 @@ def table_model(tbl) -> str:
     return meta.get(MODEL_KEY, DEFAULT_MODEL.encode()).decode()
 
 
-def has_fts_index(tbl) -> bool:
-    return any(ix.index_type == "FTS" for ix in tbl.list_indices())
 
 
-def has_vector_index(tbl) -> bool:
-    return any(ix.index_type.startswith("IVF") for ix in tbl.list_indices())
 
 
-def ensure_fts_index(tbl) -> None:
-    from lancedb.index import FTS
-
-    if not has_fts_index(tbl):
-        tbl.create_index("text", config=FTS())
 
 
 def search_samples(
