@@ -23,6 +23,7 @@ from dagster_llmdata.operators.text_ops import EMAIL, HTML_HINT, IPV4, PHONE
 from dagster_llmdata.config import ExecutorConfig
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.agent.sample import SourceSample
+from dagster_llmdata.operators.language_id import bundled_lid_model
 
 TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")
 CODE_LINE = re.compile(
@@ -200,7 +201,6 @@ def detect_languages(texts: list[str]) -> list[str]:
     if _lid is None:
         import fasttext
 
-        from dagster_llmdata.operators.language_id import bundled_lid_model
 
         _lid = fasttext.load_model(bundled_lid_model())
     out = []

@@ -13,6 +13,9 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from dagster_llmdata.dedup.minhash import MinhashScheme
+from dagster_llmdata.dedup.near import find_near_duplicates, signatures_of
+from dagster_llmdata.dedup.shingles import Shingler
 
 _DOCSTRING = re.compile(r'"""(.*?)"""', re.S)
 _GROFF_ESCAPE = re.compile(r"\\f[A-Z1-9]|\\f\(..|\\[-&|^ ]|\\\(..|\\\*.|\\s[-+]?\d")
@@ -73,9 +76,6 @@ def real_texts(min_words: int = 30, max_words: int = 200) -> Iterator[str]:
 def distinct_texts(n: int, seed: int = 0) -> list[str]:
     """`n` real texts no two of which are near each other (character 5-gram Jaccard below 0.3,
     checked exactly on every candidate of a sensitive LSH): base docs that are never duplicates."""
-    from dagster_llmdata.dedup.minhash import MinhashScheme
-    from dagster_llmdata.dedup.near import find_near_duplicates, signatures_of
-    from dagster_llmdata.dedup.shingles import Shingler
 
     pool = []
     for text in real_texts():

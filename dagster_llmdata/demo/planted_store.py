@@ -9,6 +9,7 @@ import functools
 import random
 import re
 from dataclasses import dataclass
+from dagster_llmdata.demo.sample_corpus import _stdlib_files, docstrings_and_code, python_docs
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(`\"'])")
 _WORD = re.compile(r"\w+")
@@ -61,7 +62,6 @@ def source_paragraphs(min_words: int = 30, max_words: int = 250, docstrings: boo
     """Distinct real paragraphs: the language reference's and the stdlib's docstrings' paragraphs
     of a readable length, with code blocks and near-identical paragraphs (5-gram overlap) left out,
     so that no planted copy has an unplanted twin."""
-    from dagster_llmdata.demo.sample_corpus import _stdlib_files, docstrings_and_code, python_docs
 
     texts = [d["text"] for d in python_docs()]
     if docstrings:  # parsing the stdlib takes a while: small sets do without

@@ -22,6 +22,11 @@ from dagster_llmdata.engine.datasets import dataset
 from dagster_llmdata.mixture.feedback import open_store
 from dagster_llmdata.mixture.manifest import Manifest, ManifestError, manifest_dir, read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
+from dagster_llmdata.definitions import load_project
+from dagster_llmdata.demo.dagster_dev import dagster_dev
+from dagster_llmdata.mixture.mixture_asset import mixture_key
+from dagster_llmdata.mixture.plan import plan
+from dagster_llmdata.spec.project import read_project
 
 CONTEXT = 16
 BATCH = 32
@@ -131,8 +136,6 @@ def train(name: str, root: Path, start: Manifest, steps: int, report_every: int,
 
 def uniform_manifest(root: Path, spec) -> Manifest:
     """The mixture with uniform weights, written apart from the mixture's own manifests."""
-    from dagster_llmdata.mixture.plan import plan
-
     uniform = spec.model_copy(update={"storage": "data/train_demo", "weights": {}, "algorithm": spec.algorithm.model_copy(update={"name": "static"})})
     return plan(uniform, root)
 
@@ -156,7 +159,6 @@ def run_train_demo(root: Path, steps: int = 300, report_every: int = 50, dagster
                    wait_s: float = 75.0, log=print) -> int:
     import warnings
 
-    from dagster_llmdata.spec.project import read_project
 
     project = read_project(root)
     spec = project.specs.get("mixture", {}).get(mixture)
@@ -183,7 +185,6 @@ def run_train_demo(root: Path, steps: int = 300, report_every: int = 50, dagster
         return m
 
     if dagster:
-        from dagster_llmdata.demo.dagster_dev import dagster_dev
 
         home = root / ".dagster_home"
         log("starting dagster dev (webserver + daemon, running the training-feedback sensor) ...")
@@ -209,8 +210,6 @@ def _in_process_loop(root: Path, mixture: str) -> Any:
     """Without dagster dev: one sensor evaluation and, when it asks, the mixture materialised in process."""
     import dagster as dg
 
-    from dagster_llmdata.definitions import load_project
-    from dagster_llmdata.mixture.mixture_asset import mixture_key
 
     defs = load_project(root)
     sensor = defs.resolve_sensor_def(f"{mixture}_feedback")

@@ -20,6 +20,7 @@ from dagster_llmdata.io.parquet_store import IN_PROGRESS, list_parquet, read_sch
 from dagster_llmdata.io.schema import CORE_SCHEMA, drop_schema, with_columns
 from dagster_llmdata.io.ledger import remove_record
 from dagster_llmdata.config import ExecutorConfig
+from dagster_llmdata.io.ray_executor import run_on_ray
 
 
 
@@ -87,7 +88,6 @@ class StageRun:
         tasks = tasks or self.tasks
         workers = min(self.executor.workers, tasks)
         if self.executor.kind == "ray":
-            from dagster_llmdata.io.ray_executor import run_on_ray
 
             return stats_to_dict(run_on_ray(pipeline, tasks, workers, logging_dir, self.executor))
         from datatrove.executor import LocalPipelineExecutor

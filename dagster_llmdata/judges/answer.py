@@ -74,7 +74,6 @@ def parse_answer(text: str | None, rubric: Rubric) -> JudgeAnswer | str:
 
 def validator(rubric: Rubric) -> Validator:
     """For a backend's retry loop: None when the text is a usable answer, else the reason."""
-
     def validate(text: str) -> str | None:
         answer = parse_answer(text, rubric)
         return answer if isinstance(answer, str) else None

@@ -24,6 +24,7 @@ from dagster_llmdata.mixture.feedback import FeedbackStore, FeedbackStoreLocked,
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.triggers import TrainingFeedbackSensorSpec
 from dagster_llmdata.spec.project import Project
+from dagster_llmdata.mixture.tensorboard import TensorBoardFeedback
 
 
 RUN_TAG = "llmdata/training_run"
@@ -61,7 +62,6 @@ def _sensor(entry: TrainingFeedbackSensorSpec, spec: MixtureSpec, root: Path, al
         try:
             store = open_store(store_path)
             if entry.tensorboard:
-                from dagster_llmdata.mixture.tensorboard import TensorBoardFeedback
 
                 _, problems = TensorBoardFeedback(root / entry.tensorboard.logdir, store, spec.mixture,
                                                   tag_pattern=entry.tensorboard.tag_pattern).poll()

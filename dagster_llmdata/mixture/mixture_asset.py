@@ -20,6 +20,7 @@ from dagster_llmdata.mixture.manifest import Manifest, ManifestError, manifest_d
 from dagster_llmdata.mixture.plan import plan_manifest, scan_inputs
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.project import Project
+from dagster_llmdata.mixture.store_input import LanceInput
 
 MANIFEST_CHECK = "manifest_sound"
 
@@ -160,8 +161,6 @@ def _check(key: dg.AssetKey, m: Manifest) -> dg.AssetCheckResult:
 
 def _lance_problems(m: Manifest) -> list[str]:
     """A pinned Lance version must be readable with the rows the manifest counted."""
-    from dagster_llmdata.mixture.store_input import LanceInput
-
     problems = []
     for inp in m.inputs:
         if inp.get("kind") == "lance":

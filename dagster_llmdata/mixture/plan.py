@@ -21,6 +21,11 @@ from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture.manifest import STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, write_manifest
 from dagster_llmdata.spec.mixture import MixtureSpec
+from dagster_llmdata.mixture.manifest import stream_digest
+from dagster_llmdata.mixture.reader import INPUT_KINDS
+from dagster_llmdata.mixture.reader import MixtureDataset
+from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
+from dagster_llmdata.mixture.store_input import scan_lance_input
 
 UNKNOWN_DOMAIN = "unknown"
 
@@ -48,7 +53,6 @@ def scan_inputs(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec
     domains: dict[str, DomainScan] = {}
     for i, inp in enumerate(spec.inputs):
         if inp.kind == "lance":  # a LanceDB table pinned at a version (store/mixture_input.py)
-            from dagster_llmdata.mixture.store_input import scan_lance_input
 
             inputs.append(scan_lance_input(inp, i, root, pipelines, spec.mixture, domains, DomainScan))
             continue
@@ -121,7 +125,6 @@ def initial_weights(spec: MixtureSpec, root: Path, scan: InputScan, domains: lis
         w = alg.temperature_weights(tokens, float(params.get("temperature", 1.0)))
         return w, {"algorithm": name, "temperature": float(params.get("temperature", 1.0)), "weights": w}
     if name == "regmix":
-        from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
 
         for key in ("mixtures", "losses", "target"):
             if key not in params:
@@ -198,8 +201,6 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
 
 def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
     """Mean per-document weight of each domain's documents (1 for a document without one)."""
-    from dagster_llmdata.mixture.reader import INPUT_KINDS  # (the reader imports the input kinds, which import this package)
-
     readers = [INPUT_KINDS[inp.get("kind", "parquet")](inp, ["id"]) for inp in scan.inputs]
     out = {}
     for d in domains:
@@ -227,9 +228,6 @@ def write_doc_weights(folder: Path, weights: Mapping[str, float]) -> dict[str, A
 
 
 def compute_stream(manifest: Manifest) -> dict[str, Any]:
-    from dagster_llmdata.mixture.manifest import stream_digest
-    from dagster_llmdata.mixture.reader import MixtureDataset
-
     n = min(STREAM_DIGEST_SAMPLES, manifest.n_samples)
     ds = MixtureDataset(manifest, check_files=False)
     # and of the documents they are: `llmdata reproduce` checks the same ids come out in the same order

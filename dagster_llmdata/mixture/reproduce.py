@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dagster_llmdata.mixture.manifest import ManifestError, read_manifest, stream_digest
+from dagster_llmdata.mixture.plan import ids_stream_digest
+from dagster_llmdata.mixture.reader import MixtureDataset
 
 
 class ReproduceError(RuntimeError):
@@ -18,8 +20,6 @@ class ReproduceError(RuntimeError):
 def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None) -> dict[str, Any]:
     """Rebuild the stream of `manifest_path`. Returns {matches, n, stream_sha256, ids_sha256, ...};
     `out` also writes the first `limit` (default: the manifest's n_samples) samples as JSONL."""
-    from dagster_llmdata.mixture.plan import ids_stream_digest
-    from dagster_llmdata.mixture.reader import MixtureDataset
 
     try:
         manifest = read_manifest(manifest_path)
@@ -45,8 +45,6 @@ def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: i
 
 
 def write_stream(manifest, out: Path, limit: int) -> int:
-    from dagster_llmdata.mixture.reader import MixtureDataset
-
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     tmp = out.with_name(f".{out.name}.tmp")

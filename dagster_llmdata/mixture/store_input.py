@@ -21,6 +21,10 @@ from typing import Any
 import pyarrow.compute as pc
 
 from dagster_llmdata.store.lance_store import SampleStore, StoreError, tag_name
+from dagster_llmdata.engine.datasets import split_dataset_name, stage_layout
+from dagster_llmdata.mixture.manifest import ManifestError
+from dagster_llmdata.mixture.manifest import read_manifest
+from dagster_llmdata.spec.project import read_project
 
 ID_BATCH = 65536
 
@@ -28,10 +32,8 @@ ID_BATCH = 65536
 def lance_location(inp, root: Path, pipelines: dict | None) -> tuple[str, str]:
     """(uri, table) of a mixture input `pipeline/stage` whose stage is a lance_table: the stage's
     own `uri`/`table` params, else <storage>/<pipeline>/lance and the stage's name."""
-    from dagster_llmdata.engine.datasets import split_dataset_name, stage_layout
 
     if pipelines is None:
-        from dagster_llmdata.spec.project import read_project
 
         pipelines = read_project(Path(root).resolve()).pipelines
     layout, stage = stage_layout(root, inp.dataset, pipelines)
@@ -113,8 +115,6 @@ class LanceInput:
         return self._ds
 
     def check(self, verify_hashes: bool) -> None:
-        from dagster_llmdata.mixture.manifest import ManifestError
-
         s, f = self.spec, self.files[0]
         try:
             ds = self.dataset
@@ -138,8 +138,6 @@ class LanceInput:
 
 def pinned_versions(manifests: list[str | Path], uri: str, table: str) -> set[int]:
     """Versions of (uri, table) that these manifests pin."""
-    from dagster_llmdata.mixture.manifest import read_manifest
-
     out = set()
     for path in manifests:
         for inp in read_manifest(path).inputs:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dagster_llmdata.store.lance_store import MODEL_KEY, VECTOR, StoreError, has_fts_index, open_table, vector_dim
+from dagster_llmdata.store.embed import get_embedder
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 DEFAULT_MODEL = "minilm-l6-static"
@@ -118,7 +119,6 @@ def _fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
 def _query_vector(query, tbl) -> np.ndarray:
     dim = vector_dim(tbl.schema)
     if isinstance(query, str):
-        from dagster_llmdata.store.embed import get_embedder
 
         vec = get_embedder(table_model(tbl), 128).embed([query])[0]
     else:
