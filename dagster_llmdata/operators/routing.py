@@ -29,6 +29,7 @@ def mark_dropped(
     value: float | None = None,
     threshold: float | None = None,
 ) -> Document:
+    """Set the drop columns on `doc` (the router's job; no operator calls this)."""
     doc.metadata["stage"] = stage
     doc.metadata["reason"] = reason
     doc.metadata["kept_id"] = kept_id
@@ -75,7 +76,7 @@ class DropRouter:
         finally:
             self._rejected.close()
 
-    def reject(self, doc: Document | dict, reason: str, kept_id: str | None = None, kept_partition=_UNSET,
+    def reject(self, doc: Document | dict, reason: str, kept_id: str | None = None, kept_partition: str | None | object = _UNSET,
                value: float | None = None, threshold: float | None = None, rank: int = 0) -> None:
         """Drop `doc` for `reason`: a duplicate names the doc kept in its place (`kept_id`, and for
         dedup across partitions `kept_partition`); a failed bound gives `value` and `threshold`."""
