@@ -14,7 +14,7 @@ import pyarrow as pa
 from datatrove.data import Document
 from pydantic import AfterValidator, Field
 
-from dagster_llmdata.operators.routing import RoutedStep
+from dagster_llmdata.operators.routing import DropRouter, RoutedStep
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.verdict import Verdict
 from dagster_llmdata.config import OperatorParams, RuntimeSettings
@@ -135,7 +135,12 @@ class Operator(ABC):
         if fn is None:
             fn = self.batch_fn() if has_batch_fn(type(self)) else self.doc_fn()
         batch_size = self.params.batch_size if isinstance(fn, BatchFunction) else None
-        return RoutedStep(run.stage, self.name, fn, run.rejected_writer(schema), run.quarantine_writer(schema), batch_size=batch_size)
+        return RoutedStep(self.name, fn, self.drops(run, schema), batch_size=batch_size)
+
+    def drops(self, run: StageRun, schema: pa.Schema) -> DropRouter:
+        """Where this operator's rejected and quarantined rows go (kept rows have `schema`): the
+        only way an operator writes them, so every drop carries the same columns."""
+        return DropRouter(run, schema)
 
     def compared_state(self, run: StageRun) -> str:
         """A digest of what the stage reads besides its input files (the partitions a dedup

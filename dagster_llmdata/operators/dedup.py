@@ -17,7 +17,6 @@ from dagster_llmdata.dedup.index import DedupIndex, IndexEntry, take_rows
 from dagster_llmdata.dedup.minhash import MinhashScheme
 from dagster_llmdata.dedup.near import entry_arrays, find_near_duplicates, signatures_of
 from dagster_llmdata.dedup.shingles import Shingler
-from dagster_llmdata.operators.routing import mark_dropped
 from dagster_llmdata.io.docsteps import row_to_document
 from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
 from dagster_llmdata.io.stage_run import StageRun
@@ -65,18 +64,15 @@ class DedupOperator(Operator):
         """Second pass over the input: kept rows to the dataset, the others to rejected with the
         doc kept in their place. `add(row, ordinal)` fills the operator's own columns."""
         ordinal = 0
-        with run.kept_writer(schema) as kept_out, run.rejected_writer(schema) as rejected:
+        with run.kept_writer(schema) as kept_out, self.drops(run, schema) as drops:
             for batch in iter_batches(run.input_files, READ_BATCH):
                 for row in batch.to_pylist():
                     if add is not None:
                         add(row, ordinal)
-                    doc = row_to_document(row)
                     if kept[ordinal]:
-                        kept_out.write(doc)
+                        kept_out.write(row_to_document(row))
                     else:
-                        doc = mark_dropped(doc, run.stage, reason, kept_id=kept_id[ordinal])
-                        doc.metadata["kept_partition"] = kept_partition[ordinal]
-                        rejected.write(doc)
+                        drops.reject(row, reason, kept_id=kept_id[ordinal], kept_partition=kept_partition[ordinal])
                     ordinal += 1
 
 

@@ -9,8 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dagster_llmdata.operators.routing import mark_dropped
-from dagster_llmdata.io.docsteps import row_to_document
 from dagster_llmdata.io.parquet_store import IN_PROGRESS, iter_batches
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.base import Operator
@@ -62,14 +60,13 @@ class ExportShards(Operator):
         schema = run.output_schema(self.produced_columns())
         shards = ShardWriter(run.output_dir, schema, p.target_shard_bytes, p.compression)
         tokens_by_domain: dict[str, int] = {}
-        with run.quarantine_writer(schema) as quarantine, shards:
+        with self.drops(run, schema) as drops, shards:
             for batch in iter_batches(run.input_files, batch_size=1024):
                 for row in batch.to_pylist():
                     try:
                         row["n_tokens"] = counter.count(row.get("text") or "")
                     except Exception as exc:  # a doc the tokenizer chokes on is quarantined, not fatal
-                        doc = mark_dropped(row_to_document(row), run.stage, f"error:{type(exc).__name__}", detail=str(exc)[:500])
-                        quarantine.write(doc)
+                        drops.quarantine_error(row, exc)
                         continue
                     shards.add(row)
                     dom = row.get("domain") or "unknown"

@@ -41,8 +41,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field, field_validator
 
-from dagster_llmdata.io.docsteps import DatasetWriter
-from dagster_llmdata.operators.routing import mark_dropped
+from dagster_llmdata.operators.routing import DropRouter
 from dagster_llmdata.io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES, RawReaders, RawRecord, detect_format, scrub
 from dagster_llmdata.io.schema import CORE_SCHEMA
 from dagster_llmdata.io.logs import progress_bar
@@ -91,16 +90,16 @@ class RawSourceReader(PipelineStep):
     name = "📥 ingest"
     type = "📖 - READER"
 
-    def __init__(self, files: list[str], root: str, params: IngestParams, stage: str, quarantine: DatasetWriter):
+    def __init__(self, files: list[str], root: str, params: IngestParams, drops: DropRouter):
         super().__init__()
-        self.files, self.root, self.params, self.stage, self.quarantine = files, root, params, stage, quarantine
+        self.files, self.root, self.params, self.drops = files, root, params, drops
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         p = self.params
         readers = RawReaders(p.text_field, p.encoding, p.max_doc_bytes, self.stat_update)
         seen: set[int] = set()  # 64-bit hashes of the ids given out by this task
-        bar = progress_bar(f"{self.stage} (records)", position=rank)
-        with self.quarantine as quarantine, bar if bar is not None else contextlib.nullcontext():
+        bar = progress_bar(f"{self.drops.stage} (records)", position=rank)
+        with self.drops as drops, bar if bar is not None else contextlib.nullcontext():
             for path in map(Path, self.files[rank::world_size]):
                 rel = os.path.relpath(path, self.root) if self.root else path.name
                 if any(part.startswith(".") for part in Path(rel).parts):
@@ -114,7 +113,7 @@ class RawSourceReader(PipelineStep):
                     doc, reason = self._to_document(rec, source, rel, seen)
                     if reason:
                         self.stat_update(f"quarantined_{reason}")
-                        quarantine.write(mark_dropped(doc, self.stage, reason), rank)
+                        drops.quarantine(doc, reason, rank=rank)
                     else:
                         self.stat_update("forwarded")
                         yield doc
@@ -225,7 +224,7 @@ class Ingest(Operator):
     def run(self, run: StageRun) -> dict[str, Any]:
         schema = CORE_SCHEMA
         root = run.context.get("source_root", "")
-        reader = RawSourceReader(run.input_files, root, self.params, run.stage, run.quarantine_writer(schema))
+        reader = RawSourceReader(run.input_files, root, self.params, self.drops(run, schema))
         # raw files are split between tasks file by file
         stats = run.execute([reader, run.kept_writer(schema)], tasks=max(1, min(run.executor.tasks, len(run.input_files))))
         reader_stats = stats.get(reader.name, {})

@@ -125,14 +125,9 @@ class LanceTable(Operator):
         elif kept:
             pq.write_table(pa.Table.from_batches(kept, schema=kept[0].schema), run.output_dir / "part-00000.parquet")
         if rejected:
-            from dagster_llmdata.operators.routing import mark_dropped
-            from dagster_llmdata.io.docsteps import row_to_document
-
-            schema = run.output_schema({})
-            with run.rejected_writer(schema) as writer:
-                for row in rejected:
-                    doc_id = str(row["id"])  # the kept row has the same id
-                    writer.write(mark_dropped(row_to_document(row), run.stage, "duplicate_id", kept_id=doc_id))
+            with self.drops(run, run.output_schema({})) as drops:
+                for row in rejected:  # the kept row has the same id
+                    drops.reject(row, "duplicate_id", kept_id=str(row["id"]))
 
 
 def _embedding_model(schema: pa.Schema) -> str | None:

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from dagster_llmdata.operators.routing import mark_dropped
 from dagster_llmdata.io.docsteps import row_to_document
 from dagster_llmdata.io.parquet_store import iter_batches
 from dagster_llmdata.io.stage_run import StageRun
@@ -168,14 +167,14 @@ class Select(Operator):
         schema = run.output_schema({})
         column = self.params.column
         counts = {"kept": 0, "rejected": 0, "missing_value": 0}
-        with run.kept_writer(schema) as kept, run.rejected_writer(schema) as rejected, run.quarantine_writer(schema) as quarantine:
+        with run.kept_writer(schema) as kept, self.drops(run, schema) as drops:
             for batch in iter_batches(run.input_files, batch_size=1024):
                 for row in batch.to_pylist():
                     doc = row_to_document(row)
                     value = doc.metadata.get(column)
                     if _is_missing(value):
                         counts["missing_value"] += 1
-                        quarantine.write(mark_dropped(doc, run.stage, "missing_value", detail=f"{column} is {value!r}"))
+                        drops.quarantine(doc, "missing_value", detail=f"{column} is {value!r}")
                         continue
                     verdict = keep(float(value), doc.id)
                     if verdict is None:
@@ -184,5 +183,5 @@ class Select(Operator):
                     else:
                         reason, threshold = verdict
                         counts["rejected"] += 1
-                        rejected.write(mark_dropped(doc, run.stage, reason, value=float(value), threshold=threshold))
+                        drops.reject(doc, reason, value=float(value), threshold=threshold)
         return counts

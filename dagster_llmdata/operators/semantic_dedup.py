@@ -16,8 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dagster_llmdata.operators.routing import mark_dropped
-from dagster_llmdata.io.docsteps import row_to_document
 from dagster_llmdata.io.parquet_store import iter_batches
 from dagster_llmdata.operators.metadata import Table
 from dagster_llmdata.io.stage_run import StageRun
@@ -104,15 +102,14 @@ class SemanticDedup(Operator):
         examples: list[dict] = []
         n_dup = 0
         tmp = run.output_dir / f".part-00000.{os.getpid()}.tmp"
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as kept_writer, run.rejected_writer(schema) as rejected, \
-                run.quarantine_writer(schema) as quarantine:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as kept_writer, self.drops(run, schema) as drops:
             for batch in iter_batches(run.input_files, batch_size=p.batch_size):
                 table = pa.Table.from_batches([batch])
                 try:
                     vecs = embedder.embed([t or "" for t in table.column("text").to_pylist()], batch_size=min(p.batch_size, 256))
                 except Exception as exc:  # a batch the model cannot take is quarantined, not fatal
                     for r in table.to_pylist():
-                        quarantine.write(mark_dropped(row_to_document(r), run.stage, f"error:{type(exc).__name__}", detail=str(exc)[:500]))
+                        drops.quarantine_error(r, exc)
                     continue
                 ids = table.column("id").to_pylist()
                 dist, nearest = self._nearest(vecs, ids, accepted, own)
@@ -128,8 +125,7 @@ class SemanticDedup(Operator):
                     if len(examples) < 5:
                         examples.append({"dropped_id": ids[i], "kept_id": nearest[i], "distance": round(float(dist[i]), 4),
                                          "text": _snippet(row.get("text"))})
-                    rejected.write(mark_dropped(row_to_document(row), run.stage, "semantic_duplicate", kept_id=str(nearest[i]),
-                                                value=float(dist[i]), threshold=self.bound))
+                    drops.reject(row, "semantic_duplicate", kept_id=str(nearest[i]), value=float(dist[i]), threshold=self.bound)
         tmp.replace(run.output_dir / "part-00000.parquet")
         meta: dict[str, Any] = {"semantic_model": p.model, "semantic_bound": self.bound, "semantic_duplicates": n_dup,
                                 "semantic_examples": Table(["dropped_id", "kept_id", "distance", "text"], examples)}

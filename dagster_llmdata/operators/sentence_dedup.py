@@ -13,7 +13,6 @@ import xxhash
 from pydantic import Field
 
 from dagster_llmdata.dedup.index import IndexEntry
-from dagster_llmdata.operators.routing import mark_dropped
 from dagster_llmdata.io.docsteps import row_to_document
 from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
 from dagster_llmdata.io.stage_run import StageRun
@@ -103,7 +102,7 @@ class SentenceDedup(DedupOperator):
         schema = run.output_schema(self.produced_columns())
         ordinal = 0
         kept_spans = []
-        with run.kept_writer(schema) as kept_out, run.rejected_writer(schema) as rejected:
+        with run.kept_writer(schema) as kept_out, self.drops(run, schema) as drops:
             for batch in iter_batches(run.input_files, READ_BATCH):
                 for row in batch.to_pylist():
                     hit = np.flatnonzero(repeated[starts[ordinal] : starts[ordinal + 1]])
@@ -119,8 +118,7 @@ class SentenceDedup(DedupOperator):
                     doc = row_to_document(row)
                     words = len(doc.text.split())
                     if drop and words < self.params.min_doc_words:
-                        rejected.write(mark_dropped(doc, run.stage, "too_short_after_sentence_dedup", value=words,
-                                                    threshold=self.params.min_doc_words))
+                        drops.reject(doc, "too_short_after_sentence_dedup", value=words, threshold=self.params.min_doc_words)
                     else:
                         kept_out.write(doc)
                         kept_spans.append(self._spans(doc.text))

@@ -18,7 +18,7 @@ A verdict is one of:
 Raising an exception quarantines the document (a batch function: every document of the batch)
 with reason `error:<ExceptionType>`; so does a batch function that returns the wrong number of
 verdicts, or a verdict of another type. Nothing stops the stage. The routing, writers and ledger
-live in `io.docsteps.RoutedStep`, never in an operator.
+live in `operators.routing` (`RoutedStep`, `DropRouter`), never in an operator.
 
 Counts an operator reports in its metadata go in the function's `counters` (a Counter), summed
 over tasks by datatrove's stats."""

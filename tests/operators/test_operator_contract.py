@@ -3,14 +3,19 @@ place, fused with their neighbours, and kept out of (or in) the code version as 
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import dagster as dg
+import dill
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import Field
+
+import dagster_llmdata.operators as operators_pkg
+from datatrove.data import Document
 
 from dagster_llmdata import apply_operator, load_project
 from dagster_llmdata.defs.assets import execution_units
@@ -19,6 +24,9 @@ from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Oper
 from dagster_llmdata.config import OperatorParams
 from dagster_llmdata.defs.resources import JudgeResource
 from dagster_llmdata.spec.pipeline import load_pipeline_spec
+from dagster_llmdata.io.schema import CORE_SCHEMA
+from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.operators.routing import DropRouter
 from dagster_llmdata.operators.verdict import Quarantine, Reject
 from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
@@ -185,3 +193,53 @@ def test_judge_resource_mirrors_the_runtime_settings_and_reads_the_environment(m
     monkeypatch.setenv("LLMDATA_JUDGE_CONCURRENCY", "0")
     with pytest.raises(Exception, match="greater than or equal to 1"):
         default_resources()
+
+
+DROP_WRITING = {"rejected_writer", "quarantine_writer", "mark_dropped"}
+
+
+def test_only_the_router_writes_rejected_and_quarantined_rows():
+    """Every operator hands its drops to `Operator.drops` (a DropRouter): none opens the rejected or
+    quarantine writers or sets the drop columns itself."""
+    offenders = []
+    for path in sorted(Path(operators_pkg.__file__).parent.glob("*.py")):
+        if path.name == "routing.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            offenders += [f"{path.name}:{node.lineno} {name}" for name in _names_used(node) if name in DROP_WRITING]
+    assert offenders == []
+
+
+def _names_used(node: ast.AST) -> list[str]:
+    """`run.rejected_writer(...)`, `mark_dropped(...)`, `from ... import mark_dropped`."""
+    if isinstance(node, ast.Attribute):
+        return [node.attr]
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.ImportFrom):
+        return [alias.name for alias in node.names]
+    return []
+
+
+def test_drop_router_writes_documents_and_rows_with_their_drop_columns(tmp_path):
+    run = StageRun("st", [], tmp_path / "out", tmp_path / "rejected", tmp_path / "quarantine", tmp_path / "work")
+    run.reset_outputs()
+    row = {"id": "r1", "text": "a row", "source": "s", "domain": "d", "lang": None, "meta": None}
+    drops = dill.loads(dill.dumps(MarkerBatch().drops(run, CORE_SCHEMA)))  # datatrove's workers get a copy
+    assert isinstance(drops, DropRouter)
+    with drops:
+        drops.reject(Document(text="a doc", id="d1", metadata={"meta": '{"file": "f"}'}), "too_short", value=2, threshold=5)
+        drops.reject(row, "exact_duplicate", kept_id="k1", kept_partition="web/a.jsonl")
+        drops.quarantine(Document(text="q", id="q1", metadata={"meta": '{"file": "f"}'}), "missing_value", detail="x is None")
+        drops.quarantine_error({"id": "q2", "text": "e"}, ValueError("bad token"))
+    rejected = {r["id"]: r for r in pq.read_table(run.rejected_dir).to_pylist()}
+    quarantined = {r["id"]: r for r in pq.read_table(run.quarantine_dir).to_pylist()}
+    assert {k: (r["stage"], r["reason"], r["kept_id"], r["kept_partition"], r["value"], r["threshold"]) for k, r in rejected.items()} == {
+        "d1": ("st", "too_short", None, None, 2.0, 5.0),
+        "r1": ("st", "exact_duplicate", "k1", "web/a.jsonl", None, None),
+    }
+    assert rejected["r1"]["text"] == "a row" and rejected["d1"]["meta"] == '{"file": "f"}'
+    assert {k: (r["reason"], json.loads(r["meta"])) for k, r in quarantined.items()} == {
+        "q1": ("missing_value", {"file": "f", "error": "x is None"}),
+        "q2": ("error:ValueError", {"error": "bad token"}),
+    }
