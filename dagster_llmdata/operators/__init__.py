@@ -1,4 +1,5 @@
-"""The operator registry: every processing step a pipeline spec (or the agent) can name."""
+"""Layer 3, operators: the contract (base classes, verdicts, the drop router), one module per
+operator, and the registry every pipeline spec (or the agent) names them from."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The versioned sample store on LanceDB: curated documents with embeddings (lance_table),
-semantic dedup's accepted set, search, and reproduction of pinned versions. Heavy parts (the
+"""Layer 2, the versioned sample store on LanceDB: curated documents with embeddings (lance_table),
+semantic dedup's accepted set, search, tagged versions. Heavy parts (the
 embedding models) come with the `embed` extra and load lazily."""
 
 from __future__ import annotations
