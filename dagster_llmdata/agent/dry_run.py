@@ -10,13 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
-
-from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets
+from dagster_llmdata.defs.trial_run import materialise_in_ephemeral_instance
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.layout import PipelineLayout
-from dagster_llmdata.io.logs import stderr_to
-from dagster_llmdata.defs.resources import default_resources
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.config import ExecutorConfig
 from dagster_llmdata.spec.intent import Goals
@@ -62,19 +58,11 @@ def run_dry(spec: PipelineSpec, folder: Path, samples: dict[str, SourceSample], 
     test_spec = dry_spec(spec, folder, samples)
     out = DryRun(data_dir=str(data / spec.pipeline))
     partitions = [f"{s.name}/{samples[s.name].folder.name}" for s in spec.sources]
-    assets = build_pipeline_assets(test_spec, folder)
-    errors: list[str] = []
-    with dg.DagsterInstance.ephemeral() as instance, stderr_to(folder / "dry_run.log"):
-        instance.add_dynamic_partitions(f"{spec.pipeline}_files", partitions)
-        for key in partitions:
-            result = dg.materialize(assets, partition_key=key, instance=instance, resources=resources or default_resources(),
-                                    raise_on_error=False)
-            if not result.success:
-                errors += [e.message or "" for e in result.all_events if e.is_failure][:3]
-            _add_ledgers(out.ledger, result, {s.name for s in spec.stages})
+    trial = materialise_in_ephemeral_instance(test_spec, folder, partitions, folder / "dry_run.log", resources)
+    out.ledger = trial.ledger
     out.seconds = time.perf_counter() - start
-    if errors:
-        out.findings.append(Finding("dry_run_failed", False, " | ".join(errors)[:2000], phase="dynamic"))
+    if trial.errors:
+        out.findings.append(Finding("dry_run_failed", False, " | ".join(trial.errors)[:2000], phase="dynamic"))
     layout = PipelineLayout(data, spec.pipeline)
     last = spec.stages[-1].name
     files = [f for key in partitions for f in list_parquet(layout.data_dir(last, key))]
@@ -83,27 +71,6 @@ def run_dry(spec: PipelineSpec, folder: Path, samples: dict[str, SourceSample], 
     return out
 
 
-def _add_ledgers(ledger: dict[str, dict[str, Any]], result: dg.ExecuteInProcessResult, stages: set[str]) -> None:
-    """Per-stage counts summed over partitions (other assets a stage brings along are left out)."""
-    for event in result.get_asset_materialization_events():
-        stage = event.materialization.asset_key.path[-1]
-        if stage not in stages:
-            continue
-        md = {k: v.value for k, v in event.materialization.metadata.items()}
-        row = ledger.setdefault(stage, {"n_in": 0, "n_out": 0, "rejected": {}, "quarantined": {}, "seconds": 0.0,
-                                        "ledger_check": True})
-        row["n_in"] += int(md.get("n_in", 0))
-        row["n_out"] += int(md.get("n_out", 0))
-        row["seconds"] = round(row["seconds"] + float(md.get("runtime_s", 0.0)), 3)
-        for k, v in md.items():
-            if k.startswith("dropped/"):
-                row["rejected"][k[8:]] = row["rejected"].get(k[8:], 0) + int(v)
-            elif k.startswith("quarantined/"):
-                row["quarantined"][k[12:]] = row["quarantined"].get(k[12:], 0) + int(v)
-    for evaluation in result.get_asset_check_evaluations():
-        if evaluation.check_name == LEDGER_CHECK and evaluation.asset_key.path[-1] in stages:
-            row = ledger.setdefault(evaluation.asset_key.path[-1], {"ledger_check": True})
-            row["ledger_check"] = row.get("ledger_check", True) and evaluation.passed
 
 
 def judge(spec: PipelineSpec, run: DryRun, goals: Goals, before: Profile, bounds: Bounds, samples: dict[str, SourceSample]) -> list[Finding]:
