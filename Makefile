@@ -26,6 +26,10 @@ $(STAMP): $(DEMO_STAMP)
 	$(BIN)/pip install --quiet -e ".[$(TEST_EXTRAS)]"
 	# the production instance's storage; --no-deps: its release for this Dagster series pins 1.13.27
 	$(BIN)/pip install --quiet --no-deps dagster-postgres==0.29.27
+	# the dg CLI the component tests run (dagster-dg-core 1.13.28 comes with the test extra);
+	# --no-deps: the newest dagster-dg-cli, 1.13.27, pins dagster/dagster-dg-core/dagster-cloud-cli
+	# 1.13.27, and dagster-rest-resources 0.29.27 (which it imports) pins dagster-shared 1.13.27
+	$(BIN)/pip install --quiet --no-deps dagster-dg-cli==1.13.27 dagster-rest-resources==0.29.27
 	touch $(STAMP)
 
 demo: $(DEMO_STAMP)
