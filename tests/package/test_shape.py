@@ -21,7 +21,7 @@ LAYERS = [
     {"engine"},
     {"mixture", "defs"},
     {"agent"},
-    {"definitions", "location"},
+    {"definitions", "location", "components"},
     {"cli", "demo"},
 ]
 BELOW_DAGSTER = {"errors", "config", "io", "judges", "dedup", "store", "operators", "spec", "engine"}

@@ -20,11 +20,12 @@ import yaml
 from dagster.components.core.package_entry import DG_PLUGIN_ENTRY_POINT_GROUP, get_package_objects_in_module
 from dagster.components.scaffold.scaffold import NoParams, get_scaffolder
 
-from dagster_llmdata.defs.components import COMPONENT_ONLY_FIELDS, AgentComponent, MixtureComponent, PipelineComponent
+from dagster_llmdata.components import AgentComponent, MixtureComponent, PipelineComponent
+from dagster_llmdata.components.kinds import COMPONENT_ONLY_FIELDS
 from dagster_llmdata.definitions import load_project
 from tests.conftest import PIPELINE_YAML
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = {"PipelineComponent": PipelineComponent, "MixtureComponent": MixtureComponent, "AgentComponent": AgentComponent}
 MIXTURE_YAML = textwrap.dedent("""\
     mixture: mix

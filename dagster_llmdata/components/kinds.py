@@ -17,7 +17,6 @@ finds their datasets under it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -27,14 +26,16 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_valid
 
 from dagster_llmdata.agent.inbox_sensor import build_agent
 from dagster_llmdata.defs.assets import build_pipeline_assets, build_pipeline_job
-from dagster_llmdata.defs.component_scaffolders import AgentScaffolder, MixtureScaffolder, PipelineScaffolder
-from dagster_llmdata.defs.landing_sensor import LandingSensorSpec, build_landing_sensor
+from dagster_llmdata.components.scaffolders import AgentScaffolder, MixtureScaffolder, PipelineScaffolder
+from dagster_llmdata.defs.landing_sensor import build_landing_sensor
 from dagster_llmdata.defs.resources import default_resources
-from dagster_llmdata.mixture.feedback_sensor import TrainingFeedbackSensorSpec, build_feedback_sensor
+from dagster_llmdata.mixture.feedback_sensor import build_feedback_sensor
 from dagster_llmdata.mixture.mixture_asset import build_mixture
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.project import Project
+from dagster_llmdata.spec.triggers import LandingSensorSpec, TrainingFeedbackSensorSpec
 
 # keys a component accepts beyond its spec's, per component (the test holds the rest to the spec)
 COMPONENT_ONLY_FIELDS = {"project_root", "landing_sensor", "training_feedback", "bind_resources"}
@@ -86,32 +87,6 @@ class _SpecComponent(dg.Component, dg.Model, dg.Resolvable):
     def root(self, context: dg.ComponentLoadContext) -> Path:
         base = Path(context.project_root)
         return (base / self.project_root).resolve() if self.project_root else base.resolve()
-
-
-@dataclass
-class _ProjectView:
-    """What the spec builders read of a project (its root and loaded specs), for components that
-    have no assets/ folder to read."""
-
-    root: Path
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def pipelines(self) -> dict[str, PipelineSpec]:
-        return self.specs.get("pipeline", {})
-
-    def pipeline(self, name: str) -> PipelineSpec:
-        if name not in self.pipelines:
-            raise SpecError(f"names unknown pipeline {name!r} (loaded: {sorted(self.pipelines) or 'none'})")
-        return self.pipelines[name]
-
-
-def _as_defs(part: Any) -> dg.Definitions:
-    """A builder's result as Definitions (builders that still return definitions.Built included)."""
-    if isinstance(part, dg.Definitions):
-        return part
-    return dg.Definitions(assets=part.assets, asset_checks=part.asset_checks or None, jobs=part.jobs,
-                          sensors=part.sensors, schedules=part.schedules)
 
 
 @lru_cache(maxsize=8)
@@ -187,12 +162,12 @@ class MixtureComponent(_SpecComponent):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec, root = self.to_spec(), self.root(context)
-        project = _ProjectView(root, {"pipeline": self._pipelines_read(spec, root, context), "mixture": {spec.mixture: spec}})
-        parts = [_as_defs(build_mixture(spec, project))]
+        project = Project(root=root, specs={"pipeline": self._pipelines_read(spec, root, context), "mixture": {spec.mixture: spec}})
+        parts = [build_mixture(spec, project)]
         if self.training_feedback is not None:
             entry = TrainingFeedbackSensorSpec.model_validate(
                 {**self.training_feedback, "type": "training_feedback", "mixture": spec.mixture})
-            parts.append(_as_defs(build_feedback_sensor(entry, project, {})))
+            parts.append(build_feedback_sensor(entry, project, {}))
         return dg.Definitions.merge(*parts)
 
     @staticmethod
@@ -243,5 +218,5 @@ class AgentComponent(_SpecComponent):
         return AgentConfig
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        defs = _as_defs(build_agent(self.to_spec(), _ProjectView(self.root(context)), {}))
+        defs = build_agent(self.to_spec(), Project(root=self.root(context)), {})
         return _with_resources(defs, self.bind_resources)
