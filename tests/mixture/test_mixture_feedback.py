@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from dagster_llmdata import FeedbackStore
-from dagster_llmdata.engine import report
+from dagster_llmdata import report
 from dagster_llmdata.mixture.feedback import FeedbackError, FeedbackStoreLocked
 from dagster_llmdata.mixture.tensorboard import EventFileError, TensorBoardFeedback, read_scalars
 
