@@ -54,15 +54,15 @@ _COMPAT = {
     "build_landing_sensor": "dagster_llmdata.defs.landing_sensor",
     "SourceSpec": "dagster_llmdata.spec.pipeline",
     "StageSpec": "dagster_llmdata.spec.pipeline",
-    "SpecError": "dagster_llmdata.spec.pipeline",
+    "SpecError": "dagster_llmdata.errors",
     "load_pipeline_spec": "dagster_llmdata.spec.pipeline",
     "ExecutorConfig": "dagster_llmdata.config",
     "StageRun": "dagster_llmdata.io.stage_run",
     "Hit": "dagster_llmdata.store.search",
     "SampleStore": "dagster_llmdata.store.lance_store",
-    "StoreError": "dagster_llmdata.store.lance_store",
+    "StoreError": "dagster_llmdata.errors",
     "reproduce": "dagster_llmdata.mixture.reproduce",
-    "ReproduceError": "dagster_llmdata.mixture.reproduce",
+    "ReproduceError": "dagster_llmdata.errors",
 }
 
 __all__ = sorted(_PUBLIC)

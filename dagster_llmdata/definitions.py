@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import dagster as dg
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.agent.inbox_sensor import build_agent
 from dagster_llmdata.defs.assets import build_pipeline_assets, build_pipeline_job
 from dagster_llmdata.defs.landing_sensor import build_landing_sensor
@@ -21,7 +22,7 @@ from dagster_llmdata.defs.schedules import build_freshness, build_schedule
 from dagster_llmdata.defs.specs_asset import build_specs_asset
 from dagster_llmdata.mixture.feedback_sensor import build_feedback_sensor
 from dagster_llmdata.mixture.mixture_asset import build_mixture
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.spec.project import PROJECT_ENV, SPEC_KINDS, Project, SpecProblem, read_project
 
 Jobs = dict[str, dg.JobDefinition]  # pipeline name -> its job, for the sensors that run it

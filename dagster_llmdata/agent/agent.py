@@ -10,12 +10,12 @@ import time
 import traceback
 from pathlib import Path
 
+from dagster_llmdata.errors import PlannerError, SpecError
 from dagster_llmdata.io.logs import stderr_to
-from dagster_llmdata.spec.pipeline import SpecError
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.agent.dry_run import run_dry
 from dagster_llmdata.spec.intent import Intent, default_name, read_goals
-from dagster_llmdata.agent.planner import DeterministicPlanner, Finding, Plan, Planner, PlannerError, PlanRequest
+from dagster_llmdata.agent.planner import DeterministicPlanner, Finding, Plan, Planner, PlanRequest
 from dagster_llmdata.agent.profile import profile_samples
 from dagster_llmdata.agent.sample import SourceSample, sample_source
 from dagster_llmdata.agent.proposal import approve, write_proposal

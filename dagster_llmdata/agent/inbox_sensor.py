@@ -12,11 +12,12 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from dagster_llmdata.errors import IntentError
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.agent.agent import propose
 from dagster_llmdata.agent.planners import make_planner
 from dagster_llmdata.agent.proposal import list_proposals, report_markdown
-from dagster_llmdata.spec.intent import IntentError, load_intent
+from dagster_llmdata.spec.intent import load_intent
 from dagster_llmdata.spec.project import agent_config
 from dagster_llmdata.spec.project import read_project
 

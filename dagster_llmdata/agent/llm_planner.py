@@ -12,12 +12,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from dagster_llmdata.errors import PlannerError
 from dagster_llmdata.judges.backend import JudgeRequest, JudgeRuntime
 from dagster_llmdata.judges.openai_backend import OpenAIBackend
 from dagster_llmdata.operators import REGISTRY
 from dagster_llmdata.spec.pipeline import NAME
 from dagster_llmdata.spec.agent import PlannerConfig
-from dagster_llmdata.agent.planner import Plan, PlannerError, PlanRequest, spec_frame
+from dagster_llmdata.agent.planner import Plan, PlanRequest, spec_frame
 
 MAX_FINDINGS_IN_PROMPT = 20
 

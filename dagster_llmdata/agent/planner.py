@@ -44,11 +44,6 @@ class PlanRequest:
     history: list[list[Finding]] = field(default_factory=list)  # failed findings, one list per earlier round
 
 
-class PlannerError(RuntimeError):
-    """The planner produced no spec at all (a server down, an answer that is not JSON); recorded
-    as a failed round."""
-
-
 @dataclass
 class Plan:
     spec: Any  # the proposed spec as data (unverified: from a model it may be anything)

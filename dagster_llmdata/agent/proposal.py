@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.agent.reload import reload_code_location
 from dagster_llmdata.agent.result import ProposalResult
 from dagster_llmdata.agent.verify import verify_context, verify_static
 from dagster_llmdata.spec.agent import AgentConfig
-from dagster_llmdata.spec.pipeline import SpecError
 
 PROPOSED = Path("assets") / "proposed"
 AGENT_SENSORS = Path("sensors") / "agent_pipelines.yaml"

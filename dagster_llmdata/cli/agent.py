@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from dagster_llmdata.errors import IntentError
 from dagster_llmdata.cli.common import project_root
 
 
@@ -25,7 +27,7 @@ def _config(root: Path, args):
 
 def cmd_propose(args) -> int:
     from dagster_llmdata.agent.agent import propose
-    from dagster_llmdata.spec.intent import IntentError, load_intent
+    from dagster_llmdata.spec.intent import load_intent
     from dagster_llmdata.agent.planners import make_planner
 
     root = _root(args)

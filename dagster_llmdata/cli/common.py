@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dagster_llmdata.spec.pipeline import SpecError
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.spec.project import Project, read_project
 
 DEFAULT_HOME = ".dagster_home"

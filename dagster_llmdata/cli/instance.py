@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dagster_llmdata.errors import InstanceUnavailable
 from dagster_llmdata.cli.common import DEFAULT_HOME
 
 PG_CONNECT_TIMEOUT_S = 5
-
-
-class InstanceUnavailable(RuntimeError):
-    """The instance's storage cannot be reached; the message names the connection."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from pathlib import Path
 import yaml
 
 from dagster_llmdata.io.logs import progress_on_terminal, stderr_to
-from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.errors import SpecError, StageFailed
 from dagster_llmdata.operators import did_you_mean
-from dagster_llmdata.spec.pipeline import SpecError
 from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting
 from dagster_llmdata.cli.pipelines import cmd_status
 

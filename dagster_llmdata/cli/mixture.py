@@ -8,9 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from dagster_llmdata.errors import FeedbackError, FeedbackStoreLocked, ManifestError, MixtureError
+
 
 def cmd_regmix(args) -> int:
-    from dagster_llmdata.mixture.algorithms import MixtureError
     from dagster_llmdata.mixture.regmix import fit, predict_csv, read_proxy_runs, regmix
 
     try:
@@ -40,7 +41,7 @@ def cmd_regmix(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from dagster_llmdata.mixture.manifest import ManifestError, read_manifest
+    from dagster_llmdata.mixture.manifest import read_manifest
 
     try:
         m = read_manifest(args.manifest)
@@ -61,7 +62,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from dagster_llmdata.mixture.feedback import FeedbackError, FeedbackStoreLocked, report
+    from dagster_llmdata.mixture.feedback import report
 
     losses = {}
     for pair in args.loss:

@@ -14,17 +14,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dagster_llmdata.errors import CommandError, InstanceUnavailable, SpecError
 from dagster_llmdata.io.layout import PipelineLayout
 from dagster_llmdata.io.ledger import LEDGER_FILE, load_record
 from dagster_llmdata.operators import did_you_mean
 from dagster_llmdata.engine.report import stage_rows, stage_table
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting
 
-
-
-class CommandError(RuntimeError):
-    """A user-facing failure: printed as one line, exit code 2."""
 
 
 def add_commands(sub) -> None:
@@ -92,7 +89,6 @@ def _read(path: Path) -> str:
 def open_instance(root: Path, create: bool):
     """The project's Dagster instance ($DAGSTER_HOME, else <project>/.dagster_home), or None when
     there is none yet and `create` is false."""
-    from dagster_llmdata.cli.instance import InstanceUnavailable
     from dagster_llmdata.cli.instance import open_instance as open_checked
 
     home = Path(os.environ.get("DAGSTER_HOME") or root / DEFAULT_HOME)

@@ -7,7 +7,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from dagster_llmdata.store.lance_store import StoreError
+from dagster_llmdata.errors import ManifestError, ReproduceError, StoreError
+
 
 
 def resolve_table(table: str, uri: str | None, project: str = ".") -> tuple[str, str]:
@@ -75,8 +76,7 @@ def cmd_lance(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from dagster_llmdata.mixture.manifest import ManifestError
-    from dagster_llmdata.mixture.reproduce import ReproduceError, reproduce
+    from dagster_llmdata.mixture.reproduce import reproduce
 
     try:
         result = reproduce(args.manifest, out=args.out, limit=args.limit)

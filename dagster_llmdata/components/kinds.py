@@ -24,6 +24,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.agent.inbox_sensor import build_agent
 from dagster_llmdata.defs.assets import build_pipeline_assets, build_pipeline_job
 from dagster_llmdata.components.scaffolders import AgentScaffolder, MixtureScaffolder, PipelineScaffolder
@@ -33,7 +34,7 @@ from dagster_llmdata.mixture.feedback_sensor import build_feedback_sensor
 from dagster_llmdata.mixture.mixture_asset import build_mixture
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.spec.project import Project
 from dagster_llmdata.spec.triggers import LandingSensorSpec, TrainingFeedbackSensorSpec
 

@@ -20,8 +20,8 @@ from dagster_llmdata.io.parquet_store import list_parquet, read_sample
 from dagster_llmdata.io.layout import PipelineLayout, partition_folder
 from dagster_llmdata.io.ledger import Ledger
 from dagster_llmdata.operators.metadata import Markdown, Table
-from dagster_llmdata.engine.materialise import PartitionInputMissing, PartitionLocked, PipelineContext, StageReport, materialise_chain, stage_run_for
-from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.engine.materialise import PipelineContext, StageReport, materialise_chain, stage_run_for
+from dagster_llmdata.errors import PartitionInputMissing, PartitionLocked, StageFailed
 from dagster_llmdata.operators import get_operator, is_streaming
 from dagster_llmdata.engine.report import drop_examples, explain_drop, funnel_markdown
 from dagster_llmdata.spec.pipeline import PipelineSpec, StageSpec

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_llmdata.errors import PartitionLocked
 from dagster_llmdata.defs.assets import partitions_def_for, pipeline_context
 from dagster_llmdata.engine.materialise import partition_is_current
 from dagster_llmdata.io.layout import INVALID_KEY_PARTS
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.defs.removal import remove_partition
-from dagster_llmdata.engine.materialise import PartitionLocked
 from dagster_llmdata.spec.triggers import LandingSensorSpec
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part")  # what uploaders name a file until it is complete

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from dagster_llmdata.errors import ManifestError
 from dagster_llmdata.engine.datasets import dataset
 from dagster_llmdata.mixture.feedback import open_store
-from dagster_llmdata.mixture.manifest import Manifest, ManifestError, manifest_dir, read_manifest
+from dagster_llmdata.mixture.manifest import Manifest, manifest_dir, read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
 from dagster_llmdata.definitions import load_project
 from dagster_llmdata.demo.dagster_dev import dagster_dev

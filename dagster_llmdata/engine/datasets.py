@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.layout import PipelineLayout, partition_folder
 from dagster_llmdata.io.ledger import load_record
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.spec.project import read_project
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_llmdata.errors import PartitionInputMissing, PartitionLocked
 from dagster_llmdata.engine.execute import StageOutcome, run_fused, run_stage
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.schema import CORE_SCHEMA
@@ -32,14 +33,6 @@ DEFAULT_LOCK_TIMEOUT_S = 3600.0
 LOCK_POLL_S = 0.2
 
 log = logging.getLogger(__name__)
-
-
-class PartitionInputMissing(RuntimeError):
-    """The partition's raw file or upstream dataset is not there."""
-
-
-class PartitionLocked(RuntimeError):
-    """Another process kept materialising the same stages of the partition past the lock timeout."""
 
 
 @dataclass

@@ -12,13 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.errors import RayRunIncomplete
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
-
-
-class RayRunIncomplete(StageFailed):
-    """Some of the stage's tasks did not complete on Ray, even after datatrove's resubmissions."""
 
 
 def connect(address: str | None, num_cpus: float) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dagster_llmdata.errors import CpuModelError
 from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
 
 WEAK_JUDGE_NOTE = (
@@ -29,10 +30,6 @@ UNSUPPORTED = "unsupported schema for the cpu backend"
 MAX_INT_CHOICES = 1000
 # tokens kept back from a string value for each property still to write (key, punctuation, value)
 TOKENS_PER_LATER_PROPERTY = 8
-
-
-class CpuModelError(RuntimeError):
-    """The model cannot be found or loaded (a setup problem, not one document's trouble)."""
 
 
 def resolve_model(model: str) -> tuple[str, str | None]:

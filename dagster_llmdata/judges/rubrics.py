@@ -12,11 +12,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dagster_llmdata.errors import RubricError
+
 REASON_MAX_CHARS = 400
-
-
-class RubricError(ValueError):
-    """A rubric that cannot be used: unknown name, unreadable or invalid file."""
 
 
 class Scale(BaseModel):

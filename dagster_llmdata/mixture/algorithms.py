@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from dagster_llmdata.errors import MixtureError
+
 Weights = dict[str, float]
-
-
-class MixtureError(ValueError):
-    """Inputs an algorithm cannot use; the message says which and why."""
 
 
 def normalise(weights: Mapping[str, float], domains: list[str] | None = None) -> Weights:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_llmdata.errors import FeedbackError, FeedbackStoreLocked
+
 DEFAULT_STORE = "data/feedback/feedback.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -40,14 +42,6 @@ CREATE TABLE IF NOT EXISTS consumed (
 CREATE TABLE IF NOT EXISTS domains (mixture TEXT PRIMARY KEY, domains TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (source TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class FeedbackError(ValueError):
-    """A report that cannot be accepted at all (bad run id or step)."""
-
-
-class FeedbackStoreLocked(RuntimeError):
-    """Another writer held the store past the timeout; nothing of this report was written."""
 
 
 @dataclass

@@ -17,10 +17,10 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_llmdata.spec.pipeline import SpecError
+from dagster_llmdata.errors import FeedbackStoreLocked, MixtureError, SpecError
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture.mixture_asset import MixtureConfig, latest_manifest, mixture_key, mixture_op_name, training_run_key
-from dagster_llmdata.mixture.feedback import FeedbackStore, FeedbackStoreLocked, open_store
+from dagster_llmdata.mixture.feedback import FeedbackStore, open_store
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.triggers import TrainingFeedbackSensorSpec
 from dagster_llmdata.spec.project import Project
@@ -113,7 +113,7 @@ def evaluate(entry: TrainingFeedbackSensorSpec, spec: MixtureSpec, root: Path, a
             p["reference_losses"] = store.losses_at(entry.reference_run, step)
         try:
             new_state = alg.online_update(algorithm, rs["state"], losses, p)
-        except alg.MixtureError as exc:
+        except MixtureError as exc:
             if log:
                 log.warning(f"run {run} step {step}: {exc}; weights kept")
             rs["last_update"] = step

@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_llmdata.errors import ManifestError
+
 MANIFEST_SCHEMA = "llmdata.mixture/1"
 LATEST = "latest.json"
 STREAM_DIGEST_SAMPLES = 1000
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read or no longer matches its files."""
 
 
 @dataclass

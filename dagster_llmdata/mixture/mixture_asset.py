@@ -13,10 +13,10 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_llmdata.spec.pipeline import SpecError
-from dagster_llmdata.mixture.algorithms import MixtureError, doc_weights, weight_change
+from dagster_llmdata.errors import ManifestError, MixtureError, SpecError
+from dagster_llmdata.mixture.algorithms import doc_weights, weight_change
 from dagster_llmdata.mixture.feedback import open_store
-from dagster_llmdata.mixture.manifest import Manifest, ManifestError, manifest_dir, read_manifest
+from dagster_llmdata.mixture.manifest import Manifest, manifest_dir, read_manifest
 from dagster_llmdata.mixture.plan import plan_manifest, scan_inputs
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.project import Project

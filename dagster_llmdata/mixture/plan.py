@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dagster_llmdata.errors import MixtureError, RepetitionWarning, SpecError
 from dagster_llmdata.engine.datasets import dataset_partitions
 from dagster_llmdata.io.parquet_store import write_table_atomic
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError
+from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture.manifest import STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, write_manifest
 from dagster_llmdata.spec.mixture import MixtureSpec
@@ -28,10 +29,6 @@ from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
 from dagster_llmdata.mixture.store_input import scan_lance_input
 
 UNKNOWN_DOMAIN = "unknown"
-
-
-class RepetitionWarning(UserWarning):
-    """The token budget is larger than a domain's data: its documents repeat."""
 
 
 @dataclass
@@ -108,7 +105,7 @@ def settle_weights(weights: Mapping[str, float], scan: InputScan, domains: list[
             w[d] = 0.0
     total = sum(w.values())
     if total <= 0:
-        raise alg.MixtureError(f"no domain with both weight and documents (weights {dict(weights)}, "
+        raise MixtureError(f"no domain with both weight and documents (weights {dict(weights)}, "
                                f"documents {({d: scan.domains[d].docs for d in scan.domains})})")
     if abs(total - 1) > 1e-6 and not empty:
         problems.append(f"weights summed to {total:.6g}; normalised to 1")
@@ -128,11 +125,11 @@ def initial_weights(spec: MixtureSpec, root: Path, scan: InputScan, domains: lis
 
         for key in ("mixtures", "losses", "target"):
             if key not in params:
-                raise alg.MixtureError(f"regmix needs params.{key}")
+                raise MixtureError(f"regmix needs params.{key}")
         runs = read_proxy_runs(root / params["mixtures"], root / params["losses"], params["target"])
         missing = sorted(set(domains) - set(runs.domains))
         if missing:
-            raise alg.MixtureError(f"regmix proxy runs have no column for domains {missing}")
+            raise MixtureError(f"regmix proxy runs have no column for domains {missing}")
         token_prior = alg.temperature_weights({d: tokens.get(d, 0) for d in runs.domains}) if any(tokens.values()) else None
         result = regmix(runs, prior=token_prior, top_k=int(params.get("top_k", 100)), n_samples=int(params.get("n_samples", 20000)),
                         seed=spec.seed)
@@ -149,7 +146,7 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     the mixture's storage, with the stream digest."""
     domains = list(spec.domains) if spec.domains else sorted(scan.domains)
     if not domains:
-        raise alg.MixtureError(f"mixture {spec.mixture!r}: its inputs hold no documents")
+        raise MixtureError(f"mixture {spec.mixture!r}: its inputs hold no documents")
     problems: list[str] = []
     if weights is None and spec.weights and abs(sum(spec.weights.values()) - 1) > 1e-6:
         problems.append(f"weights summed to {sum(spec.weights.values()):.6g}; normalised to 1")
@@ -247,5 +244,5 @@ def plan(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec] | Non
     try:
         scan = scan_inputs(spec, root, pipelines)
     except SpecError as exc:
-        raise alg.MixtureError(str(exc)) from None
+        raise MixtureError(str(exc)) from None
     return plan_manifest(spec, root, scan, **kwargs)

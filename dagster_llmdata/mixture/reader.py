@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from dagster_llmdata.errors import ManifestError
 from dagster_llmdata.mixture.store_input import LanceInput
-from dagster_llmdata.mixture.manifest import Manifest, ManifestError, file_sha256, read_manifest, resolve_path
+from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path
 
 BLOCK = 4096
 OPEN_FILES = 8

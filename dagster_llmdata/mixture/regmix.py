@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from dagster_llmdata.mixture.algorithms import MixtureError, normalise
+from dagster_llmdata.errors import MixtureError
+from dagster_llmdata.mixture.algorithms import normalise
 
 MIN_RUNS = 4
 

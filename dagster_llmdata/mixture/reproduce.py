@@ -8,13 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dagster_llmdata.mixture.manifest import ManifestError, read_manifest, stream_digest
+from dagster_llmdata.errors import ManifestError, ReproduceError
+from dagster_llmdata.mixture.manifest import read_manifest, stream_digest
 from dagster_llmdata.mixture.plan import ids_stream_digest
 from dagster_llmdata.mixture.reader import MixtureDataset
-
-
-class ReproduceError(RuntimeError):
-    """The manifest cannot be reproduced here; the message says which input moved or is gone."""
 
 
 def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -63,4 +60,4 @@ def _describe(inp: dict[str, Any]) -> dict[str, Any]:
     return {"kind": inp.get("kind", "parquet"), "dataset": inp.get("dataset"), "files": len(inp.get("files", []))}
 
 
-__all__ = ["ReproduceError", "reproduce"]
+__all__ = ["reproduce"]

@@ -20,9 +20,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from dagster_llmdata.store.lance_store import SampleStore, StoreError, tag_name
+from dagster_llmdata.errors import ManifestError, StoreError
+from dagster_llmdata.store.lance_store import SampleStore, tag_name
 from dagster_llmdata.engine.datasets import split_dataset_name, stage_layout
-from dagster_llmdata.mixture.manifest import ManifestError
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.spec.project import read_project
 

@@ -15,14 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster_llmdata.errors import EventFileError
 from dagster_llmdata.mixture.feedback import FeedbackStore, ReportResult
 
 DEFAULT_TAG_PATTERN = r"^(?:train/|eval/)?loss/(?P<domain>[^/]+)$"
 TARGET_TAG_PATTERN = r"^(?:eval/)?target_loss(?:/(?P<metric>[^/]+))?$"
-
-
-class EventFileError(ValueError):
-    """An event file that is corrupt (a CRC mismatch) at a given offset."""
 
 
 # ---- CRC32C (Castagnoli), as TFRecord masks it -------------------------------------------------

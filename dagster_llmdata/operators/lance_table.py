@@ -19,7 +19,7 @@ from dagster_llmdata.operators.metadata import Table
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.base import Operator
 from dagster_llmdata.config import OperatorParams
-from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.errors import EmbeddingModelMissing, StageFailed, StoreError
 
 
 class LanceTableParams(OperatorParams):
@@ -59,7 +59,7 @@ class LanceTable(Operator):
 
     def run(self, run: StageRun) -> dict[str, Any]:
         from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
-        from dagster_llmdata.store.lance_store import SampleStore, StoreError, sample_rows, sample_schema, score_columns
+        from dagster_llmdata.store.lance_store import SampleStore, sample_rows, sample_schema, score_columns
 
         p = self.params
         uri = p.uri or _default_uri(run)
@@ -111,8 +111,6 @@ class LanceTable(Operator):
         return meta
 
     def _embedder(self, get_embedder):
-        from dagster_llmdata.store.embed import EmbeddingModelMissing
-
         try:
             return get_embedder(self.params.model, self.params.max_tokens)
         except EmbeddingModelMissing as exc:

@@ -21,7 +21,7 @@ from dagster_llmdata.operators.metadata import Table
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.base import Operator
 from dagster_llmdata.config import OperatorParams
-from dagster_llmdata.errors import StageFailed
+from dagster_llmdata.errors import EmbeddingModelMissing, StageFailed, StoreError
 
 DIM = 384
 EMBEDDING_MODEL_KEY = "llmdata.embedding_model"
@@ -78,8 +78,7 @@ class SemanticDedup(Operator):
         return p.max_cosine_distance if p.max_cosine_distance is not None else DEFAULT_BOUNDS.get(p.model, 0.1)
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from dagster_llmdata.store.embed import DIMENSIONS, EmbeddingModelMissing, get_embedder
-        from dagster_llmdata.store.lance_store import StoreError
+        from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
 
         p = self.params
         if DIMENSIONS.get(p.model) != DIM:

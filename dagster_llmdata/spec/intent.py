@@ -10,13 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dagster_llmdata.errors import IntentError
 from dagster_llmdata.spec.pipeline import NAME, describe_validation_error, parse_yaml
 
 MAX_INTENT_BYTES = 64 * 1024
-
-
-class IntentError(ValueError):
-    """An intent file that cannot be used; the message names the file (and line)."""
 
 
 class Constraints(BaseModel):

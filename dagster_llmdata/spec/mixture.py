@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dagster_llmdata.spec.pipeline import NAME, SpecError, describe_validation_error, parse_yaml
+from dagster_llmdata.errors import SpecError
+from dagster_llmdata.spec.pipeline import NAME, describe_validation_error, parse_yaml
 
 
 ALGORITHMS = ("static", "temperature", "doremi", "odm", "regmix", "reweight")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.operators import REGISTRY, did_you_mean, get_operator
 from dagster_llmdata.operators.ingest import Format
 from dagster_llmdata.config import ExecutorConfig
@@ -16,10 +17,6 @@ from dagster_llmdata.config import ExecutorConfig
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CRON = r"^\S+( \S+){4}$"  # five fields; Dagster checks the rest when it builds the condition
 PARAM_ERROR = "bad param "
-
-
-class SpecError(ValueError):
-    """A spec that cannot be used; the message says where and why."""
 
 
 class SourceSpec(BaseModel):

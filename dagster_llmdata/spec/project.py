@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
+from dagster_llmdata.errors import SpecError
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
-from dagster_llmdata.spec.pipeline import PipelineSpec, SpecError, load_pipeline_spec
+from dagster_llmdata.spec.pipeline import PipelineSpec, load_pipeline_spec
 from dagster_llmdata.spec.pipeline import describe_validation_error, parse_yaml
 from dagster_llmdata.spec.triggers import FreshnessSpec, LandingSensorSpec, ScheduleSpec, TrainingFeedbackSensorSpec
 

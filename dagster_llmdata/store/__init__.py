@@ -4,11 +4,11 @@ embedding models) come with the `embed` extra and load lazily."""
 
 from __future__ import annotations
 
-from dagster_llmdata.store.embed import DIMENSIONS, MODELS, Embedder, EmbeddingModelMissing, get_embedder
-from dagster_llmdata.store.lance_store import SampleStore, StoreError, WriteResult
+from dagster_llmdata.store.embed import DIMENSIONS, MODELS, Embedder, get_embedder
+from dagster_llmdata.store.lance_store import SampleStore, WriteResult
 from dagster_llmdata.store.search import Hit, search_samples
 
 __all__ = [
-    "DIMENSIONS", "MODELS", "Embedder", "EmbeddingModelMissing", "Hit", "SampleStore", "StoreError", "WriteResult",
+    "DIMENSIONS", "MODELS", "Embedder", "Hit", "SampleStore", "WriteResult",
     "get_embedder", "search_samples",
 ]

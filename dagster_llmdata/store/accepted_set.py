@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dagster_llmdata.store.lance_store import StoreError, connect, sql_str, with_retries
+from dagster_llmdata.errors import StoreError
+from dagster_llmdata.store.lance_store import connect, sql_str, with_retries
 
 ANN_NPROBES = 32
 ANN_REFINE = 20

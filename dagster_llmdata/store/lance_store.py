@@ -22,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dagster_llmdata.errors import StoreError
+
 # written by every materialisation; numeric columns of the stage are copied beside them
 SAMPLE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
@@ -41,10 +43,6 @@ MODEL_KEY = b"llmdata.embedding_model"  # schema metadata: the model the vectors
 NOT_SCORES = {"value", "threshold", "n_tokens", "minhash_cluster_id", "embedding"}
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _CONFLICT_WORDS = ("conflict", "retryable", "concurrent", "commit")
-
-
-class StoreError(RuntimeError):
-    """A problem with the sample store the user must act on; the message says what."""
 
 
 def sample_schema(dim: int, score_columns: dict[str, pa.DataType] | None = None, model: str | None = None) -> pa.Schema:
@@ -332,7 +330,7 @@ def sample_rows(batches: Iterator[pa.RecordBatch], vectors: Iterator, partition:
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-__all__ = ["SampleStore", "StoreError", "WriteResult", "connect", "open_table", "sample_schema", "score_columns", "tag_name"]
+__all__ = ["SampleStore", "WriteResult", "connect", "open_table", "sample_schema", "score_columns", "tag_name"]
 
 
 def has_fts_index(tbl) -> bool:

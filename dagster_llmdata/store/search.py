@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dagster_llmdata.store.lance_store import MODEL_KEY, VECTOR, StoreError, has_fts_index, open_table, vector_dim
+from dagster_llmdata.errors import StoreError
+from dagster_llmdata.store.lance_store import MODEL_KEY, VECTOR, has_fts_index, open_table, vector_dim
 from dagster_llmdata.store.embed import get_embedder
 
 SearchMode = Literal["vector", "fts", "hybrid"]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dagster_llmdata.errors import IntentError
 from dagster_llmdata.agent.verify import verify_context
 from dagster_llmdata.spec.agent import AgentConfig
-from dagster_llmdata.spec.intent import IntentError, load_intent, read_goals
+from dagster_llmdata.spec.intent import load_intent, read_goals
 from dagster_llmdata.agent.verify import verify_static
 
 from ..agent_helpers import agent_project, write_intent

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from dagster_llmdata.errors import StageFailed
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
@@ -206,7 +207,6 @@ class SlowOperator(Operator):
 def test_a_task_past_its_timeout_fails_the_stage_naming_it(ray_cluster, tmp_path, prose):
     """datatrove kills a task past `time` and only logs it; the stage must fail, not record a partial dataset."""
     from dagster_llmdata import apply_operator
-    from dagster_llmdata.errors import StageFailed
     from dagster_llmdata.config import ExecutorConfig
 
     register_operator(SlowOperator)

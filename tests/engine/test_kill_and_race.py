@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from dagster_llmdata.errors import PartitionLocked
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
@@ -197,7 +198,7 @@ with partition_lock(PipelineLayout(Path(sys.argv[1]), "tiny"), ["raw"], sys.argv
 def test_lock_wait_times_out_naming_the_holder_and_a_dead_holder_frees_it(project, monkeypatch):
     from dagster_llmdata.defs.assets import lineage_code_versions
     from dagster_llmdata.io.layout import PipelineLayout
-    from dagster_llmdata.engine.materialise import PartitionLocked, PipelineContext, materialise_chain
+    from dagster_llmdata.engine.materialise import PipelineContext, materialise_chain
     from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
     spec = load_pipeline_spec(project / "assets/tiny.yaml")

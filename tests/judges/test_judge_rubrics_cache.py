@@ -8,9 +8,10 @@ import textwrap
 
 import pytest
 
+from dagster_llmdata.errors import RubricError
 from dagster_llmdata.judges.answer import JudgeAnswer, parse_answer, validator
 from dagster_llmdata.judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir
-from dagster_llmdata.judges.rubrics import BUILTIN_RUBRICS, RubricError, load_rubric
+from dagster_llmdata.judges.rubrics import BUILTIN_RUBRICS, load_rubric
 
 EDU = load_rubric("educational_value")
 SAFETY = load_rubric("safety")

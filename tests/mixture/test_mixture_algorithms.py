@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from dagster_llmdata.errors import MixtureError
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix, spearman
 
@@ -18,7 +19,7 @@ def test_normalise_and_change():
     assert alg.normalise({"a": 2, "b": 6}) == {"a": 0.25, "b": 0.75}
     assert alg.normalise({"a": 1}, ["a", "b"]) == {"a": 1.0, "b": 0.0}
     for bad in ({"a": -1, "b": 1}, {"a": float("nan")}, {"a": 0, "b": 0}, {"z": 1}):
-        with pytest.raises(alg.MixtureError):
+        with pytest.raises(MixtureError):
             alg.normalise(bad, ["a", "b"])
     assert alg.weight_change({"a": 0.5, "b": 0.5}, {"a": 0.7, "b": 0.3}) == pytest.approx(0.2)
 
@@ -28,7 +29,7 @@ def test_temperature():
     assert alg.temperature_weights(tokens, 1.0) == pytest.approx({"a": 0.25, "b": 0.75, "c": 0.0})
     hot = alg.temperature_weights(tokens, 1000.0)
     assert hot["a"] == pytest.approx(0.5, abs=0.01) and hot["c"] == 0
-    with pytest.raises(alg.MixtureError):
+    with pytest.raises(MixtureError):
         alg.temperature_weights({"a": 0}, 1.0)
 
 
@@ -56,11 +57,11 @@ def test_doremi_average_lags_and_upweights_hard_domain():
 
 def test_doremi_bad_input():
     s = alg.doremi_init(D)
-    with pytest.raises(alg.MixtureError, match="unknown domains"):
+    with pytest.raises(MixtureError, match="unknown domains"):
         alg.doremi_update(s, {"zz": 1.0}, {"zz": 1.0})
-    with pytest.raises(alg.MixtureError, match="finite"):
+    with pytest.raises(MixtureError, match="finite"):
         alg.doremi_update(s, {"a": float("nan")}, {"a": 1.0})
-    with pytest.raises(alg.MixtureError, match="reference loss"):
+    with pytest.raises(MixtureError, match="reference loss"):
         alg.doremi_update(s, {"a": 1.0}, {})
 
 
@@ -86,7 +87,7 @@ def test_doc_weights_quantiles():
     assert "nan" not in w
     assert w["d0"] == 0.3 and w["d19"] == 0.3 and w["d50"] == 1.0 and w["d95"] == 0.05
     assert alg.doc_weights({}) == {}
-    with pytest.raises(alg.MixtureError):
+    with pytest.raises(MixtureError):
         alg.doc_weights(losses, low_quantile=0.9, high_quantile=0.1)
 
 
@@ -120,18 +121,18 @@ def test_regmix_finds_the_optimum(tmp_path):
 
 def test_regmix_csv_errors(tmp_path):
     m, l = _proxy_csvs(tmp_path, n=6)
-    with pytest.raises(alg.MixtureError, match="no target column 'nope'"):
+    with pytest.raises(MixtureError, match="no target column 'nope'"):
         read_proxy_runs(m, l, "nope")
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(alg.MixtureError, match="needs an `index` column"):
+    with pytest.raises(MixtureError, match="needs an `index` column"):
         read_proxy_runs(bad, l, "val_loss")
     bad.write_text("index,a,b,c\n0,1,x,0\n")
-    with pytest.raises(alg.MixtureError, match="is not a number"):
+    with pytest.raises(MixtureError, match="is not a number"):
         read_proxy_runs(bad, l, "val_loss")
     short = tmp_path / "short.csv"
     short.write_text("index,val_loss\n0,1.0\n")
-    with pytest.raises(alg.MixtureError, match="RegMix needs >= 4"):
+    with pytest.raises(MixtureError, match="RegMix needs >= 4"):
         read_proxy_runs(m, short, "val_loss")
 
 

@@ -8,13 +8,12 @@ from collections import Counter
 import pyarrow.dataset as pads
 import pytest
 
+from dagster_llmdata.errors import ManifestError, MixtureError, RepetitionWarning, SpecError
 from dagster_llmdata.engine.datasets import dataset, dataset_files, dataset_partitions
-from dagster_llmdata.mixture.algorithms import MixtureError
-from dagster_llmdata.mixture.manifest import ManifestError, read_manifest
-from dagster_llmdata.mixture.plan import RepetitionWarning, plan
+from dagster_llmdata.mixture.manifest import read_manifest
+from dagster_llmdata.mixture.plan import plan
 from dagster_llmdata.mixture.reader import MixtureDataset
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
-from dagster_llmdata.spec.pipeline import SpecError
 
 from ..mixture_helpers import MIXTURE_YAML, docs, mixture_project, write_stage
 

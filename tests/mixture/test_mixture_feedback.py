@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from dagster_llmdata.errors import EventFileError, FeedbackError, FeedbackStoreLocked
 from dagster_llmdata import FeedbackStore
 from dagster_llmdata import report
-from dagster_llmdata.mixture.feedback import FeedbackError, FeedbackStoreLocked
-from dagster_llmdata.mixture.tensorboard import EventFileError, TensorBoardFeedback, read_scalars
+from dagster_llmdata.mixture.tensorboard import TensorBoardFeedback, read_scalars
 
 
 @pytest.fixture

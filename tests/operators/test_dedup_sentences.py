@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dagster_llmdata.errors import StageFailed
 from dagster_llmdata import apply_operator
 from dagster_llmdata.operators.sentence_dedup import split_sentences
 
@@ -104,7 +105,6 @@ def test_decontaminate_n_gram_size_is_a_param_and_missing_eval_files_are_a_clear
     params = {"eval_sets": [{"name": "qa", "path": "evals/qa.jsonl"}], "n_grams": 8}
     outcome = apply_operator("decontaminate", write_jsonl(tmp_path / "in.jsonl", docs), tmp_path / "out.parquet", params)
     assert outcome.ledger.rejected == {"eval_contamination": 1}
-    from dagster_llmdata.errors import StageFailed
 
     with pytest.raises(StageFailed, match="does not exist"):
         apply_operator("decontaminate", tmp_path / "in.jsonl", tmp_path / "out2.parquet",

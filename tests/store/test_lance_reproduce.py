@@ -14,12 +14,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dagster_llmdata.errors import ReproduceError
 from dagster_llmdata import load_project
 from dagster_llmdata.mixture.mixture_asset import MANIFEST_CHECK, mixture_key
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
 from dagster_llmdata.store import SampleStore
-from dagster_llmdata.mixture.reproduce import ReproduceError, reproduce
+from dagster_llmdata.mixture.reproduce import reproduce
 from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 BIN = Path(sys.executable).parent

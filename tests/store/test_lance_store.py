@@ -15,8 +15,9 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import materialise_partition, one_source_project, write_jsonl
+from dagster_llmdata.errors import StoreError
 from dagster_llmdata import apply_operator
-from dagster_llmdata.store import SampleStore, StoreError, search_samples
+from dagster_llmdata.store import SampleStore, search_samples
 from dagster_llmdata.store.lance_store import sample_schema
 
 BIN = Path(sys.executable).parent
