@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_llmdata.errors import IntentError
-from dagster_llmdata.spec.pipeline import NAME, describe_validation_error, parse_yaml
+from dagster_llmdata.spec.pipeline import NAME
+from dagster_llmdata.spec.yaml_loader import model_from_yaml
 
 MAX_INTENT_BYTES = 64 * 1024
 
@@ -44,6 +45,7 @@ class Intent(BaseModel):
 
 
 def load_intent(path: str | Path) -> Intent:
+    """The intent at `path` (at most MAX_INTENT_BYTES); any problem raises IntentError naming file:line."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_INTENT_BYTES:
@@ -51,13 +53,8 @@ def load_intent(path: str | Path) -> Intent:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise IntentError(f"{path}: cannot read intent: {exc}") from None
-    node, data = parse_yaml(path, text, IntentError)
-    if not isinstance(data, dict):
-        raise IntentError(f"{path}:1: an intent is a mapping with `goal` and `sources` (optional `constraints`, `name`)")
-    try:
-        return Intent.model_validate(data)
-    except ValidationError as exc:
-        raise IntentError(describe_validation_error(path, node, exc)) from None
+    return model_from_yaml(path, text, Intent, error=IntentError,
+                           shape="an intent is a mapping with `goal` and `sources` (optional `constraints`, `name`)")
 
 
 LANGUAGE_WORDS = {

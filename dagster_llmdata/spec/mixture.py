@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dagster_llmdata.errors import SpecError
-from dagster_llmdata.spec.pipeline import NAME, describe_validation_error, parse_yaml
+from dagster_llmdata.spec.pipeline import NAME
+from dagster_llmdata.spec.yaml_loader import load_model
 
 
 ALGORITHMS = ("static", "temperature", "doremi", "odm", "regmix", "reweight")
@@ -67,15 +67,5 @@ class MixtureSpec(BaseModel):
 
 
 def load_mixture_spec(path: str | Path) -> MixtureSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read spec: {exc}") from None
-    node, data = parse_yaml(path, text)
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}:1: a mixture spec is a mapping with `mixture`, `inputs` and `token_budget`")
-    try:
-        return MixtureSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(path, node, exc)) from None
+    """The mixture spec at `path`; any problem raises SpecError naming file:line:field."""
+    return load_model(path, MixtureSpec, shape="a mixture spec is a mapping with `mixture`, `inputs` and `token_budget`")

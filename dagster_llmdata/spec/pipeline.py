@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dagster_llmdata.errors import SpecError
+from dagster_llmdata.spec.yaml_loader import PARAM_ERROR, load_model
 from dagster_llmdata.operators import REGISTRY, did_you_mean, get_operator
 from dagster_llmdata.operators.ingest import Format
 from dagster_llmdata.config import ExecutorConfig
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CRON = r"^\S+( \S+){4}$"  # five fields; Dagster checks the rest when it builds the condition
-PARAM_ERROR = "bad param "
 
 
 class SourceSpec(BaseModel):
@@ -144,64 +142,6 @@ class PipelineSpec(BaseModel):
         raise KeyError(f"pipeline {self.pipeline!r} has no source {name!r}")
 
 
-def parse_yaml(path: Path, text: str, error: type[ValueError] = SpecError) -> tuple[yaml.Node | None, Any]:
-    """A YAML file's node tree (for error lines) and its data; bad YAML raises `error` naming file:line."""
-    try:
-        return yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise error(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-
-
 def load_pipeline_spec(path: str | Path) -> PipelineSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read spec: {exc}") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}:1: a pipeline spec is a mapping with `pipeline`, `sources` and `stages`")
-    try:
-        return PipelineSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(path, node, exc)) from None
-
-
-def describe_validation_error(path: Path, node: yaml.Node | None, exc: ValidationError, prefix: list | None = None) -> str:
-    """One `file:line: field: message` per error; `node` is the YAML node the model was read
-    from, `prefix` the field path of that node in its file (for the message only)."""
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if msg.startswith(PARAM_ERROR):  # an operator param: point at the param's own line
-            param_path, msg = msg.removeprefix(PARAM_ERROR).split(": ", 1)
-            loc += [int(p) if p.isdigit() else p for p in param_path.split(".")]
-        line = _line_of(node, loc)
-        field = ".".join(str(p) for p in (prefix or []) + loc) or "(top level)"
-        lines.append(f"{path}:{line}: {field}: {msg}")
-    return "\n".join(lines)
-
-
-def _line_of(node: yaml.Node | None, loc: list) -> int:
-    """Line of the deepest YAML node that the error path reaches."""
-    line = (node.start_mark.line + 1) if node is not None else 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == part), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+    """The pipeline spec at `path`; any problem raises SpecError naming file:line:field."""
+    return load_model(path, PipelineSpec, shape="a pipeline spec is a mapping with `pipeline`, `sources` and `stages`")

@@ -20,7 +20,7 @@ from dagster_llmdata.errors import SpecError
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
 from dagster_llmdata.spec.pipeline import PipelineSpec, load_pipeline_spec
-from dagster_llmdata.spec.pipeline import describe_validation_error, parse_yaml
+from dagster_llmdata.spec.yaml_loader import describe_validation_error, parse_yaml
 from dagster_llmdata.spec.triggers import FreshnessSpec, LandingSensorSpec, ScheduleSpec, TrainingFeedbackSensorSpec
 
 PROJECT_ENV = "LLMDATA_PROJECT"
