@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from dagster_llmdata.conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 
 def agent_project(root: Path, **config) -> Path:

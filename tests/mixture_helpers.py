@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from dagster_llmdata.io.layout import PipelineLayout
 from dagster_llmdata.io.ledger import save_record
 
-from dagster_llmdata.conftest import PIPELINE_YAML
+from tests.conftest import PIPELINE_YAML
 
 
 def write_stage(root: Path, stage: str, partition: str, rows: list[dict], pipeline: str = "tiny", files: int = 1) -> Path:

@@ -105,7 +105,7 @@ def test_a_failed_verification_is_repaired_and_every_round_recorded(tmp_path, pr
     """Short documents: Gopher's default quality filter would drop nearly all of them; the
     verifier says so, the planner relaxes that stage, the next round verifies (and, with
     auto_approve, is approved at once)."""
-    from dagster_llmdata.conftest import write_jsonl
+    from tests.conftest import write_jsonl
 
     root = agent_project(tmp_path / "proj", bounds={"max_stage_drop": 0.5}, auto_approve=True)
     sentences = [s.strip() + "." for text in prose for s in text.replace("\n", " ").split(". ") if 12 <= len(s.split()) <= 25]

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_llmdata import load_project
 
 from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source, write_intent
-from dagster_llmdata.conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 
 def test_inbox_and_uncovered_landing_start_proposals_and_the_run_reports_them(tmp_path, prose, instance):

@@ -15,7 +15,7 @@ from dagster_llmdata.spec.intent import IntentError, load_intent, read_goals
 from dagster_llmdata.agent.verify import verify_static
 
 from dagster_llmdata.agent_helpers import agent_project, write_intent
-from dagster_llmdata.conftest import PIPELINE_YAML, write_jsonl
+from tests.conftest import PIPELINE_YAML, write_jsonl
 
 GOOD = {
     "pipeline": "fresh",

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from dagster._core.instance import InstanceRef
 
-from dagster_llmdata.conftest import one_source_project, write_jsonl
+from tests.conftest import one_source_project, write_jsonl
 
 LLMDATA = str(Path(sys.executable).parent / "llmdata")
 

@@ -14,7 +14,7 @@ from dagster_llmdata.demo.planted_duplicates import planted_corpus, precision_re
 from dagster_llmdata.dedup.shingles import Shingler, jaccard
 from dagster_llmdata.io.parquet_store import list_parquet
 
-from dagster_llmdata.conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 DATATROVE_DEFAULTS = {"shingle": "word", "n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8, "verify_threshold": 0.0}
 

@@ -20,7 +20,7 @@ from dagster_llmdata.defs.removal import remove_partition
 from dagster_llmdata.demo.planted_duplicates import substitute_words
 from dagster_llmdata.io.parquet_store import list_parquet
 
-from dagster_llmdata.conftest import materialise_partition, one_source_project, write_jsonl
+from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 STAGES = [{"name": "exact", "op": "exact_dedup"}, {"name": "near", "op": "minhash_dedup"}]
 

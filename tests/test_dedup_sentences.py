@@ -11,7 +11,7 @@ import pytest
 from dagster_llmdata import apply_operator
 from dagster_llmdata.operators.sentence_dedup import split_sentences
 
-from dagster_llmdata.conftest import materialise_partition, one_source_project, write_jsonl
+from tests.conftest import materialise_partition, one_source_project, write_jsonl
 
 BOILER = "Cookies help us deliver our services. By using our services you agree. Read our privacy policy here."
 

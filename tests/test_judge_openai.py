@@ -16,7 +16,7 @@ from dagster_llmdata.judges.backend import JudgeRequest, JudgeRuntime
 from dagster_llmdata.judges.openai_backend import OpenAIBackend
 from dagster_llmdata.judges.rubrics import load_rubric
 
-from dagster_llmdata.conftest import judge_server
+from tests.conftest import judge_server
 from dagster_llmdata.judge_server import doc_key
 
 RUBRIC = load_rubric("educational_value")

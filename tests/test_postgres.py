@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from dagster_llmdata.conftest import materialise_partition, one_source_project
+from tests.conftest import materialise_partition, one_source_project
 from dagster_llmdata.processes import free_port
 
 REPO = Path(__file__).parents[1]

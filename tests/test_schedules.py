@@ -14,7 +14,7 @@ import pytest
 from dagster_llmdata import load_project
 from dagster_llmdata.definitions import read_project
 
-from dagster_llmdata.conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 PARTITION = "web/batch1.jsonl"
 NIGHTLY = dt.datetime(2026, 1, 1, 2, tzinfo=dt.timezone.utc)

@@ -21,7 +21,7 @@ from dagster_llmdata.io.schema import CORE_SCHEMA
 from dagster_llmdata.operators.ingest import Ingest, expand_input
 from dagster_llmdata.operators.text_ops import EMAIL, HTML_HINT, IPV4, PHONE
 from dagster_llmdata.config import ExecutorConfig
-from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageContext, StageRun
 from dagster_llmdata.agent.sample import SourceSample
 
 TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>")
@@ -233,7 +233,7 @@ def profile_samples(samples: list[SourceSample], work: Path | None = None) -> Pr
             run = StageRun(stage="ingest", input_files=expand_input(s.folder), output_dir=folder / "data",
                            rejected_dir=folder / "rejected", quarantine_dir=folder / "quarantine", work_dir=folder / "work",
                            executor=ExecutorConfig(start_method="fork"), input_schema=CORE_SCHEMA,
-                           context={"source_root": str(s.folder.parent)})
+                           context=StageContext(source_root=s.folder.parent))
             outcome = run_stage(Ingest({"source": s.folder.parent.name}), run)
             n_records += outcome.ledger.n_in
             quarantined.update(count_by(list_parquet(run.quarantine_dir), "reason"))

@@ -24,7 +24,7 @@ from dagster_llmdata.io.ledger import Ledger, count_ledger, load_record, save_re
 from dagster_llmdata.operators import Operator, get_operator, is_streaming
 from dagster_llmdata.operators.ingest import expand_input
 from dagster_llmdata.spec.pipeline import PipelineSpec, StageSpec
-from dagster_llmdata.io.stage_run import StageRun, clear_outputs
+from dagster_llmdata.io.stage_run import StageContext, StageRun, clear_outputs
 
 
 LOCK_TIMEOUT_ENV = "LLMDATA_LOCK_TIMEOUT_S"
@@ -75,8 +75,7 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
     source's settings)."""
     spec, layout = ctx.spec, ctx.layout
     op = ctx.operator(stage)
-    context: dict[str, Any] = {"partition": partition, "stage_root": str(layout.stage_root(stage.name)),
-                               "lineage": _lineage(spec, stage), "dagster_run_id": ctx.run_id}
+    source_root = None
     if stage.op == "ingest":
         source_name, _, entry = partition.partition("/")
         try:
@@ -89,7 +88,7 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         input_files = expand_input(path)
         reading = source.model_dump(include={"format", "text_field", "id_field", "domain", "domain_field"})
         op = ctx.operator(stage, **{k: v for k, v in reading.items() if k not in stage.params}, source=source_name)
-        context["source_root"] = str(path.parent)
+        source_root = path.parent
         input_schema = CORE_SCHEMA
     else:
         upstream_dir = layout.data_dir(stage.input, partition)
@@ -100,13 +99,10 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
             )
         input_files = list_parquet(upstream_dir)
         input_schema = None
-        own = partition_folder(partition)
-        context["project_root"] = str(ctx.root)  # relative paths in params (eval sets) resolve against it
-        context["stage_root"] = str(layout.stage_root(stage.name))
-        context["partition"] = own
-        context["peer_output_dirs"] = [
-            layout.stage_root(stage.name) / "data" / p for p in layout.partitions_on_disk(stage.name) if p != own
-        ]
+    context = StageContext(
+        partition=partition_folder(partition), stage_root=layout.stage_root(stage.name), lineage=tuple(_lineage(spec, stage)),
+        dagster_run_id=ctx.run_id, source_root=source_root, project_root=ctx.root,
+    )
     run = StageRun(
         stage=stage.name,
         input_files=input_files,

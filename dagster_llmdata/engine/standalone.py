@@ -23,7 +23,7 @@ from dagster_llmdata.io.ledger import Ledger
 from dagster_llmdata.operators import get_operator
 from dagster_llmdata.operators.ingest import Ingest, expand_input
 from dagster_llmdata.config import ExecutorConfig
-from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageContext, StageRun
 
 # what `--out` may end in; the rejected / quarantine files take the same format
 OUTPUT_SUFFIXES = (".parquet", ".jsonl.gz", ".jsonl")
@@ -138,7 +138,7 @@ def scratch_run(stage: str, files: list[str], folder: Path, executor: ExecutorCo
         executor=executor,
         input_schema=schema,
         # the input's path names its partition (a store keyed by partition keeps one input's rows apart from another's)
-        context={"source_root": str(source if source.is_dir() else source.parent), "partition": str(source.resolve())},
+        context=StageContext(partition=str(source.resolve()), source_root=source if source.is_dir() else source.parent),
     )
 
 

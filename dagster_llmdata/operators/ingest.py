@@ -224,7 +224,7 @@ class Ingest(Operator):
 
     def run(self, run: StageRun) -> dict[str, Any]:
         schema = CORE_SCHEMA
-        root = run.context.get("source_root", "")
+        root = str(run.context.source_root or "")
         reader = RawSourceReader(run.input_files, root, self.params, run.stage, run.quarantine_writer(schema))
         # raw files are split between tasks file by file
         stats = run.execute([reader, run.kept_writer(schema)], tasks=max(1, min(run.executor.tasks, len(run.input_files))))

@@ -36,12 +36,12 @@ class LanceTableParams(OperatorParams):
 
 
 def _default_uri(run: StageRun) -> str:
-    stage_root = run.context.get("stage_root")
+    stage_root = run.context.stage_root
     return str(Path(stage_root).parent / "lance") if stage_root else str(Path.cwd() / "lance")
 
 
 def partition_of(run: StageRun) -> str:
-    return run.context.get("partition") or (Path(run.input_files[0]).name if run.input_files else "all")
+    return run.context.partition or (Path(run.input_files[0]).name if run.input_files else "all")
 
 
 class LanceTable(Operator):
@@ -65,8 +65,8 @@ class LanceTable(Operator):
         uri = p.uri or _default_uri(run)
         table = p.table or run.stage
         partition = partition_of(run)
-        run_id = run.context.get("dagster_run_id") or f"local-{uuid.uuid4().hex[:12]}"
-        lineage = run.context.get("lineage") or [run.stage]
+        run_id = run.context.dagster_run_id or f"local-{uuid.uuid4().hex[:12]}"
+        lineage = list(run.context.lineage) or [run.stage]
         dim = DIMENSIONS.get(p.model)
         if dim is None:
             raise StageFailed(f"lance_table: unknown embedding model {p.model!r}")

@@ -71,7 +71,7 @@ class SemanticDedup(Operator):
         return []
 
     def forget_partition(self, run: StageRun) -> None:
-        if self.params.across_partitions and run.context.get("stage_root"):
+        if self.params.across_partitions and run.context.stage_root:
             self._accepted_set(run)  # opening it for the partition clears the partition's rows
 
     @property
@@ -169,10 +169,10 @@ class SemanticDedup(Operator):
         p = self.params
         if not p.across_partitions:
             return None
-        uri = p.index_uri or (str(Path(run.context["stage_root"]) / "semantic_index") if run.context.get("stage_root") else None)
+        uri = p.index_uri or (str(Path(run.context.stage_root) / "semantic_index") if run.context.stage_root else None)
         if uri is None:
             return None
-        partition = run.context.get("partition") or (Path(run.input_files[0]).name if run.input_files else f"run-{uuid.uuid4().hex[:8]}")
+        partition = run.context.partition or (Path(run.input_files[0]).name if run.input_files else f"run-{uuid.uuid4().hex[:8]}")
         table = f"accepted_{run.stage}".replace("/", "_")
         return AcceptedSet(uri, table, DIM, partition, p.index_min_rows)
 
