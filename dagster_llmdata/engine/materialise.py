@@ -18,11 +18,10 @@ from typing import Any
 
 from dagster_llmdata.engine.execute import StageOutcome, run_fused, run_stage
 from dagster_llmdata.io.parquet_store import list_parquet
-from dagster_llmdata.io.schema import CORE_SCHEMA
 from dagster_llmdata.io.layout import PipelineLayout, partition_folder
 from dagster_llmdata.io.ledger import Ledger, count_ledger, load_record, save_record
 from dagster_llmdata.operators import Operator, get_operator, is_streaming
-from dagster_llmdata.operators.ingest import expand_input
+from dagster_llmdata.operators.source import SourceOperator
 from dagster_llmdata.spec.pipeline import PipelineSpec, StageSpec
 from dagster_llmdata.io.stage_run import StageContext, StageRun, clear_outputs
 
@@ -71,12 +70,12 @@ class PipelineContext:
 
 
 def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, require_input: bool = True) -> tuple[StageRun, Operator]:
-    """The run of one stage over one partition, and the operator to run (ingest takes its
-    source's settings)."""
+    """The run of one stage over one partition, and the operator to run (a source operator takes
+    its source's reading settings)."""
     spec, layout = ctx.spec, ctx.layout
     op = ctx.operator(stage)
     source_root = None
-    if stage.op == "ingest":
+    if isinstance(op, SourceOperator):
         source_name, _, entry = partition.partition("/")
         try:
             source = spec.source(source_name)
@@ -85,11 +84,10 @@ def stage_run_for(ctx: PipelineContext, stage: StageSpec, partition: str, requir
         path = ctx.root / source.landing / entry
         if not path.exists():
             raise PartitionInputMissing(f"partition {partition!r}: {path} does not exist (was the landing file removed?)")
-        input_files = expand_input(path)
-        reading = source.model_dump(include={"format", "text_field", "id_field", "domain", "domain_field"})
-        op = ctx.operator(stage, **{k: v for k, v in reading.items() if k not in stage.params}, source=source_name)
+        input_files = op.input_files(path)
+        op = op.for_source(source_name, source.model_dump())
         source_root = path.parent
-        input_schema = CORE_SCHEMA
+        input_schema = op.input_schema
     else:
         upstream_dir = layout.data_dir(stage.input, partition)
         # only a recorded upstream is complete: without it the folder may hold a killed run's leftovers

@@ -44,8 +44,6 @@ class StageRun:
     work_dir: Path
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     input_schema: pa.Schema | None = None
-    # set by operators that read raw files themselves (ingest): how many records they saw
-    n_in_override: int | None = None
     context: StageContext = field(default_factory=StageContext)
 
     def __post_init__(self) -> None:
