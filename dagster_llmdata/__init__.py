@@ -8,7 +8,8 @@ from dagster_llmdata.spec.intent import Intent, load_intent
 from dagster_llmdata.defs.components import PipelineComponent
 from dagster_llmdata.engine.datasets import dataset, dataset_files
 from dagster_llmdata.engine.execute import StageOutcome, run_stage
-from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets, build_pipeline_job, partitions_def_for
+from dagster_llmdata.defs.assets import build_pipeline_assets, build_pipeline_job
+from dagster_llmdata.defs.translator import LEDGER_CHECK, StageTranslator, partitions_def_for
 from dagster_llmdata.io.ledger import Ledger
 from dagster_llmdata.definitions import load_project
 from dagster_llmdata.mixture.feedback import FeedbackStore, report
@@ -51,6 +52,7 @@ __all__ = [
     "SpecError",
     "StageOutcome",
     "StageRun",
+    "StageTranslator",
     "StageSpec",
     "apply_operator",
     "build_landing_sensor",

@@ -11,8 +11,8 @@ import pytest
 
 from dagster_llmdata.cli.main import main
 
-from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source, write_intent
-from dagster_llmdata.processes import dagster_dev, dagster_home, free_port, graphql, wait_for
+from tests.agent_helpers import agent_project, pii_and_dups_source, write_intent
+from tests.processes import dagster_dev, dagster_home, free_port, graphql, wait_for
 
 pytestmark = pytest.mark.slow
 

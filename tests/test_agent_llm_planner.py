@@ -21,7 +21,7 @@ from dagster_llmdata.spec.agent import agent_config
 from dagster_llmdata.spec.intent import Intent
 from dagster_llmdata.agent.llm_planner import answer_schema
 
-from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source
+from tests.agent_helpers import agent_project, pii_and_dups_source
 
 SERVER = Path(__file__).with_name("planner_server.py")
 GOOD_STAGES = [

@@ -20,7 +20,7 @@ from dagster_llmdata.cli.main import main
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.definitions import read_project
 
-from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source, write_intent
+from tests.agent_helpers import agent_project, pii_and_dups_source, write_intent
 
 
 def test_profile_measures_what_was_planted(prose):

@@ -7,7 +7,7 @@ import dagster as dg
 
 from dagster_llmdata import load_project
 
-from dagster_llmdata.agent_helpers import agent_project, pii_and_dups_source, write_intent
+from tests.agent_helpers import agent_project, pii_and_dups_source, write_intent
 from tests.conftest import write_jsonl
 
 

@@ -16,7 +16,7 @@ from dagster_llmdata.agent.profile import detect_languages, is_code, is_markup, 
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.demo.sample_corpus import build_sample_corpus
 
-from dagster_llmdata.agent_helpers import agent_project, code_source, html_source, mixed_language_source, pii_and_dups_source
+from tests.agent_helpers import agent_project, code_source, html_source, mixed_language_source, pii_and_dups_source
 
 pytestmark = pytest.mark.slow
 

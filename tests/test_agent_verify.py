@@ -14,7 +14,7 @@ from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.intent import IntentError, load_intent, read_goals
 from dagster_llmdata.agent.verify import verify_static
 
-from dagster_llmdata.agent_helpers import agent_project, write_intent
+from tests.agent_helpers import agent_project, write_intent
 from tests.conftest import PIPELINE_YAML, write_jsonl
 
 GOOD = {

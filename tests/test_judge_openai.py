@@ -17,7 +17,7 @@ from dagster_llmdata.judges.openai_backend import OpenAIBackend
 from dagster_llmdata.judges.rubrics import load_rubric
 
 from tests.conftest import judge_server
-from dagster_llmdata.judge_server import doc_key
+from tests.judge_server import doc_key
 
 RUBRIC = load_rubric("educational_value")
 VALIDATE = validator(RUBRIC)

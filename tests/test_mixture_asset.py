@@ -13,7 +13,7 @@ from dagster_llmdata.mixture.mixture_asset import MANIFEST_CHECK, mixture_key, m
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.reader import MixtureDataset
 
-from dagster_llmdata.mixture_helpers import MIXTURE_YAML, mixture_project
+from tests.mixture_helpers import MIXTURE_YAML, mixture_project
 
 
 def _materialise_mixture(root, instance, run_config=None):

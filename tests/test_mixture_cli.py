@@ -8,7 +8,7 @@ import numpy as np
 
 from dagster_llmdata.cli.main import main
 
-from dagster_llmdata.mixture_helpers import mixture_project
+from tests.mixture_helpers import mixture_project
 
 
 def _csvs(tmp_path, n=24):

@@ -16,7 +16,7 @@ from dagster_llmdata.mixture.reader import MixtureDataset
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
 from dagster_llmdata.spec.pipeline import SpecError
 
-from dagster_llmdata.mixture_helpers import MIXTURE_YAML, docs, mixture_project, write_stage
+from tests.mixture_helpers import MIXTURE_YAML, docs, mixture_project, write_stage
 
 
 def _spec(root, **over):

@@ -13,7 +13,7 @@ from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.plan import plan
 from dagster_llmdata.spec.mixture import load_mixture_spec
 
-from dagster_llmdata.mixture_helpers import MIXTURE_YAML, docs, mixture_project
+from tests.mixture_helpers import MIXTURE_YAML, docs, mixture_project
 
 SENSOR = """\
 sensors:

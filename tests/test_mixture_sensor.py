@@ -14,7 +14,7 @@ from dagster_llmdata.mixture.mixture_asset import mixture_key, training_run_key
 from dagster_llmdata.mixture.manifest import read_manifest
 from dagster_llmdata.mixture.feedback_sensor import RUN_TAG, STEP_TAG
 
-from dagster_llmdata.mixture_helpers import MIXTURE_YAML, mixture_project
+from tests.mixture_helpers import MIXTURE_YAML, mixture_project
 
 SENSOR_YAML = """\
 sensors:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import Field
 
 from dagster_llmdata import apply_operator, load_project
-from dagster_llmdata.defs.assets import execution_units
+from dagster_llmdata.engine.stages import execution_units
 from dagster_llmdata.judges.backend import JudgeRuntime
 from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Operator, register_operator
 from dagster_llmdata.config import OperatorParams

@@ -22,7 +22,7 @@ import dagster as dg
 import pytest
 
 from tests.conftest import materialise_partition, one_source_project
-from dagster_llmdata.processes import free_port
+from tests.processes import free_port
 
 REPO = Path(__file__).parents[1]
 LLMDATA = str(Path(sys.executable).parent / "llmdata")

@@ -20,7 +20,7 @@ from dagster_llmdata.operators import Operator, register_operator
 from dagster_llmdata.operators.base import DocFunction
 
 from tests.conftest import PIPELINE_YAML, materialise_partition, write_jsonl
-from dagster_llmdata.processes import free_port
+from tests.processes import free_port
 
 # Ray swaps 127.0.0.1 for the machine's network address unless told this is a one-machine
 # cluster: keep every connection on loopback (read when ray is imported)

@@ -10,7 +10,7 @@ import os
 import dagster as dg
 import pytest
 
-from dagster_llmdata.processes import BIN, dagster_home, process_group, wait_for
+from tests.processes import BIN, dagster_home, process_group, wait_for
 
 pytestmark = pytest.mark.slow  # a daemon and three run processes: ~2 min on 2 cores
 

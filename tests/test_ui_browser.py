@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dagster_llmdata.processes import dagster_dev, free_port
+from tests.processes import dagster_dev, free_port
 
 pytestmark = pytest.mark.slow  # a materialisation, dagster dev and a browser: ~3 min on 2 shared cores
 REPO = Path(__file__).parents[1]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dagster_llmdata.processes import dagster_dev, dagster_home, free_port, graphql, wait_for
+from tests.processes import dagster_dev, dagster_home, free_port, graphql, wait_for
 
 pytestmark = pytest.mark.slow
 

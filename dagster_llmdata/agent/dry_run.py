@@ -12,7 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets
+from dagster_llmdata.defs.assets import build_pipeline_assets
+from dagster_llmdata.defs.translator import LEDGER_CHECK
 from dagster_llmdata.io.parquet_store import list_parquet
 from dagster_llmdata.io.layout import PipelineLayout
 from dagster_llmdata.io.logs import stderr_to

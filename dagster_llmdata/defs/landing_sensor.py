@@ -12,8 +12,9 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagster_llmdata.defs.assets import partitions_def_for, pipeline_context
-from dagster_llmdata.engine.materialise import partition_is_current
+from dagster_llmdata.defs.translator import partitions_def_for
+from dagster_llmdata.engine.locks import PartitionLocked
+from dagster_llmdata.engine.materialise import partition_is_current, pipeline_context
 from dagster_llmdata.io.layout import INVALID_KEY_PARTS
 from dagster_llmdata.spec.pipeline import PipelineSpec
 
@@ -198,7 +199,6 @@ def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSen
         return seen
     seen = dict(seen)
     if sensor_spec.on_removed == "remove":
-        from dagster_llmdata.engine.materialise import PartitionLocked
         from dagster_llmdata.defs.removal import remove_partition
 
         for key in gone:

@@ -14,8 +14,8 @@ import warnings
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagster_llmdata.defs.assets import asset_key, partitions_def_for, pipeline_context
-from dagster_llmdata.engine.materialise import partition_is_current
+from dagster_llmdata.defs.translator import asset_key, partitions_def_for
+from dagster_llmdata.engine.materialise import partition_is_current, pipeline_context
 from dagster_llmdata.defs.landing_sensor import scan_landing
 from dagster_llmdata.spec.pipeline import CRON, PipelineSpec
 
