@@ -17,11 +17,10 @@ import xxhash
 
 from dagster_llmdata.engine.execute import run_stage
 from dagster_llmdata.io.parquet_store import count_by, iter_batches, list_parquet
-from dagster_llmdata.io.schema import CORE_SCHEMA
-from dagster_llmdata.operators.ingest import Ingest, expand_input
+from dagster_llmdata.operators.ingest import Ingest
 from dagster_llmdata.operators.text_ops import EMAIL, HTML_HINT, IPV4, PHONE
 from dagster_llmdata.config import ExecutorConfig
-from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageContext, StageRun
 from dagster_llmdata.agent.sample import SourceSample
 from dagster_llmdata.operators.language_id import bundled_lid_model
 
@@ -230,11 +229,12 @@ def profile_samples(samples: list[SourceSample], work: Path | None = None) -> Pr
         formats: Counter = Counter()
         for i, s in enumerate(samples):
             folder = Path(tmp) / str(i)
-            run = StageRun(stage="ingest", input_files=expand_input(s.folder), output_dir=folder / "data",
+            source = Ingest({"source": s.folder.parent.name})
+            run = StageRun(stage=source.name, input_files=source.input_files(s.folder), output_dir=folder / "data",
                            rejected_dir=folder / "rejected", quarantine_dir=folder / "quarantine", work_dir=folder / "work",
-                           executor=ExecutorConfig(start_method="fork"), input_schema=CORE_SCHEMA,
-                           context={"source_root": str(s.folder.parent)})
-            outcome = run_stage(Ingest({"source": s.folder.parent.name}), run)
+                           executor=ExecutorConfig(start_method="fork"), input_schema=source.input_schema,
+                           context=StageContext(source_root=s.folder.parent))
+            outcome = run_stage(source, run)
             n_records += outcome.ledger.n_in
             quarantined.update(count_by(list_parquet(run.quarantine_dir), "reason"))
             for batch in iter_batches(list_parquet(run.output_dir), columns=["text"]):

@@ -297,7 +297,7 @@ def _failure_message(result) -> str:
 
 @_guarded
 def cmd_remove(args) -> int:
-    from dagster_llmdata.defs.assets import partitions_def_for
+    from dagster_llmdata.defs.translator import partitions_def_for
     from dagster_llmdata.defs.removal import remove_partition
 
     root, project = _project(args.project)

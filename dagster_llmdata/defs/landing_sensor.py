@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_llmdata.errors import PartitionLocked
-from dagster_llmdata.defs.assets import partitions_def_for, pipeline_context
-from dagster_llmdata.engine.materialise import partition_is_current
+from dagster_llmdata.defs.translator import partitions_def_for
+from dagster_llmdata.engine.materialise import partition_is_current, pipeline_context
 from dagster_llmdata.io.layout import INVALID_KEY_PARTS
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.defs.removal import remove_partition

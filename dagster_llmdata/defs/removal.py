@@ -11,9 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_llmdata.defs.assets import compared_with_events, later_partition_keys, partitions_def_for, pipeline_context
-from dagster_llmdata.engine.materialise import partition_lock, stage_lock, stage_run_for
-from dagster_llmdata.operators import get_operator
+from dagster_llmdata.defs.events import compared_with_events, later_partition_keys
+from dagster_llmdata.defs.translator import partitions_def_for
+from dagster_llmdata.engine.locks import partition_lock, stage_lock
+from dagster_llmdata.engine.materialise import pipeline_context, stage_run_for
 from dagster_llmdata.spec.pipeline import PipelineSpec
 
 
@@ -33,13 +34,13 @@ def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: d
     ctx = pipeline_context(spec, Path(root))
     partitions = partitions_def_for(spec)
     keys = list(instance.get_dynamic_partitions(partitions.name))
-    serial = [s for s in spec.stages if get_operator(s.op).serial]
+    serial = [s for s in ctx.stages.values() if s.serial]
     removal = Removal(partition)
     with stage_lock(ctx.layout, [s.name for s in serial], lock_timeout), \
-            partition_lock(ctx.layout, [s.name for s in spec.stages], partition, lock_timeout):
+            partition_lock(ctx.layout, list(ctx.stages), partition, lock_timeout):
         # who compared against it: read before its data (and so its place in the order) is gone
         later = {s.name: later_partition_keys(ctx, s, partition, keys) for s in serial}
-        for stage in spec.stages:
+        for stage in ctx.stages.values():
             dirs = [d for d in ctx.layout.partition_dirs(stage.name, partition) if d.exists()]
             for d in dirs:
                 shutil.rmtree(d)

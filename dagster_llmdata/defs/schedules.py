@@ -13,8 +13,8 @@ import dagster as dg
 import warnings
 
 
-from dagster_llmdata.defs.assets import asset_key, partitions_def_for, pipeline_context
-from dagster_llmdata.engine.materialise import partition_is_current
+from dagster_llmdata.defs.translator import asset_key, partitions_def_for
+from dagster_llmdata.engine.materialise import partition_is_current, pipeline_context
 from dagster_llmdata.defs.landing_sensor import scan_landing
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.spec.triggers import FreshnessSpec, ScheduleSpec

@@ -10,7 +10,8 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_llmdata.defs.assets import LEDGER_CHECK, build_pipeline_assets
+from dagster_llmdata.defs.assets import build_pipeline_assets
+from dagster_llmdata.defs.translator import LEDGER_CHECK
 from dagster_llmdata.defs.resources import default_resources
 from dagster_llmdata.io.logs import stderr_to
 from dagster_llmdata.spec.pipeline import PipelineSpec

@@ -12,6 +12,7 @@ import pyarrow as pa
 from dagster_llmdata.io.parquet_store import count_rows, list_parquet, read_schema
 from dagster_llmdata.io.ledger import Ledger, count_ledger
 from dagster_llmdata.operators import Operator, is_streaming
+from dagster_llmdata.operators.source import SourceOperator
 from dagster_llmdata.io.stage_run import StageRun
 
 
@@ -36,7 +37,11 @@ class StageOutcome:
 def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     run.reset_outputs()
     start = time.perf_counter()
-    extra = op.run(run)
+    if isinstance(op, SourceOperator):  # raw files have no row count: a source counts what it found
+        read = op.read(run)
+        extra, n_in = read.metadata, read.records
+    else:
+        extra, n_in = op.run(run), None
     seconds = time.perf_counter() - start
     if run.executor.kind != "local":
         # a whole-dataset operator that works in the step process itself (export, select) says so
@@ -45,7 +50,7 @@ def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     schema = read_schema(list_parquet(run.output_dir)) or run.output_schema(op.produced_columns())
     run.finalize(schema)
     extra.update(op.dataset_metadata(run))
-    n_in = run.n_in_override if run.n_in_override is not None else count_rows(run.input_files)
+    n_in = count_rows(run.input_files) if n_in is None else n_in
     ledger = count_ledger(n_in, run.output_dir, run.rejected_dir, run.quarantine_dir)
     return StageOutcome(ledger=ledger, seconds=seconds, schema=schema, metadata=extra)
 

@@ -18,12 +18,13 @@ import xxhash
 
 from dagster_llmdata.engine.execute import StageOutcome, run_stage
 from dagster_llmdata.io.parquet_store import count_by, count_rows, iter_batches, list_parquet, read_schema
-from dagster_llmdata.io.schema import CORE_SCHEMA, drop_schema
+from dagster_llmdata.io.schema import drop_schema
 from dagster_llmdata.io.ledger import Ledger
 from dagster_llmdata.operators import get_operator
-from dagster_llmdata.operators.ingest import Ingest, expand_input
+from dagster_llmdata.operators.ingest import Ingest
+from dagster_llmdata.operators.source import SourceOperator
 from dagster_llmdata.config import ExecutorConfig
-from dagster_llmdata.io.stage_run import StageRun
+from dagster_llmdata.io.stage_run import StageContext, StageRun
 
 # what `--out` may end in; the rejected / quarantine files take the same format
 OUTPUT_SUFFIXES = (".parquet", ".jsonl.gz", ".jsonl")
@@ -86,10 +87,10 @@ def apply_operator(
     _refuse_pool_in_bootstrapping_child(executor)
     with tempfile.TemporaryDirectory(prefix="llmdata-op-") as tmp:
         tmp = Path(tmp)
-        if isinstance(op, Ingest):
-            op = Ingest({**op.params.model_dump(), **(ingest_params or {})})
-            prepared = PreparedInput(expand_input(in_path), 0, [])
-            input_schema = CORE_SCHEMA
+        if isinstance(op, SourceOperator):
+            op = op.with_params(ingest_params or {})
+            prepared = PreparedInput(op.input_files(in_path), 0, [])
+            input_schema = op.input_schema
         else:
             prepared = prepare_input(in_path, tmp / "prepared", executor, ingest_params or {})
             input_schema = read_schema(prepared.files)
@@ -97,7 +98,7 @@ def apply_operator(
         outcome = run_stage(op, run)
         quarantine_files = prepared.quarantine_files + list_parquet(run.quarantine_dir)
         kept_files, rejected_files = list_parquet(run.output_dir), list_parquet(run.rejected_dir)
-        if not isinstance(op, Ingest):
+        if not isinstance(op, SourceOperator):
             # the whole path's ledger, recounted from the files that are about to be written
             outcome.ledger = Ledger(
                 n_in=prepared.n_in,
@@ -119,8 +120,9 @@ def prepare_input(path: Path, tmp: Path, executor: ExecutorConfig, ingest_params
     schema = _parquet_schema(path) if not ingest_params else None
     if schema is not None and schema.get_field_index("text") >= 0 and pa.types.is_string(schema.field("text").type):
         return _prepare_parquet_dataset(path, tmp)
-    run = scratch_run("ingest", expand_input(path), tmp / "ingest", executor, CORE_SCHEMA, path)
-    ingest = run_stage(Ingest(ingest_params), run)
+    source = Ingest(ingest_params)
+    run = scratch_run(source.name, source.input_files(path), tmp / "ingest", executor, source.input_schema, path)
+    ingest = run_stage(source, run)
     dataset = tmp / "input.parquet"
     _meta_fields_to_columns(list_parquet(run.output_dir), dataset)
     return PreparedInput([str(dataset)], ingest.ledger.n_in, list_parquet(run.quarantine_dir))
@@ -138,7 +140,7 @@ def scratch_run(stage: str, files: list[str], folder: Path, executor: ExecutorCo
         executor=executor,
         input_schema=schema,
         # the input's path names its partition (a store keyed by partition keeps one input's rows apart from another's)
-        context={"source_root": str(source if source.is_dir() else source.parent), "partition": str(source.resolve())},
+        context=StageContext(partition=str(source.resolve()), source_root=source if source.is_dir() else source.parent),
     )
 
 

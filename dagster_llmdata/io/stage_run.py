@@ -10,8 +10,6 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,6 +21,18 @@ from dagster_llmdata.config import ExecutorConfig
 from dagster_llmdata.io.ray_executor import run_on_ray
 
 
+@dataclass(frozen=True)
+class StageContext:
+    """Where a run sits beyond its own folders, for operators that look past their input (a dedup
+    index beside the stage, a store tagging rows with lineage). Frozen: operators read it, never
+    pass state back through it. The defaults are a run outside any pipeline."""
+
+    partition: str | None = None  # the partition's folder name (standalone: the input's path)
+    stage_root: Path | None = None  # the stage's folder over all partitions (None: no pipeline)
+    lineage: tuple[str, ...] = ()  # <pipeline>/<stage> from the source to this stage
+    dagster_run_id: str | None = None
+    source_root: Path | None = None  # the folder a source's raw paths are taken relative to
+    project_root: Path | None = None  # relative paths in params (eval sets) resolve against it
 
 
 @dataclass
@@ -35,9 +45,7 @@ class StageRun:
     work_dir: Path
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     input_schema: pa.Schema | None = None
-    # set by operators that read raw files themselves (ingest): how many records they saw
-    n_in_override: int | None = None
-    context: dict[str, Any] = field(default_factory=dict)
+    context: StageContext = field(default_factory=StageContext)
 
     def __post_init__(self) -> None:
         for attr in ("output_dir", "rejected_dir", "quarantine_dir", "work_dir"):

@@ -20,6 +20,7 @@ from dagster_llmdata.operators.distilled_judge import DistilledJudge
 from dagster_llmdata.operators.llm_judge import LlmJudge
 from dagster_llmdata.operators.select import Select
 from dagster_llmdata.operators.semantic_dedup import SemanticDedup
+from dagster_llmdata.operators.source import SourceOperator, SourceRead
 from dagster_llmdata.operators.sentence_dedup import SentenceDedup
 from dagster_llmdata.operators.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
 from dagster_llmdata.operators.text_ops import ExtractHtml, Normalize, PiiRedact
@@ -75,7 +76,7 @@ for _cls in (
     register_operator(_cls)
 
 __all__ = [
-    "BatchFunction", "CheckOutcome", "DocFunction", "StageFailed", "Operator", "OperatorParams", "REGISTRY", "RuntimeSettings", "register_operator",
+    "BatchFunction", "CheckOutcome", "DocFunction", "StageFailed", "Operator", "OperatorParams", "REGISTRY", "RuntimeSettings", "SourceOperator", "SourceRead", "register_operator",
     "get_operator", "has_batch_fn", "is_streaming",
     "did_you_mean", "describe_params_error",
 ]

@@ -123,7 +123,7 @@ class Decontaminate(Operator):
     produces = {"contamination_set": pa.string(), "contamination_ngram": pa.string()}
 
     def _paths(self, run: StageRun) -> dict[str, Path]:
-        root = Path(run.context.get("project_root") or os.getcwd())
+        root = Path(run.context.project_root or os.getcwd())
         return {s.name: (root / s.path) for s in self.params.eval_sets}
 
     def compared_state(self, run: StageRun) -> str:

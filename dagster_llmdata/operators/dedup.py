@@ -37,24 +37,24 @@ class DedupOperator(Operator):
 
     def index(self, run: StageRun) -> DedupIndex | None:
         """The stage's index when the run has one (a pipeline stage) and the params want it."""
-        stage_root = run.context.get("stage_root")
+        stage_root = run.context.stage_root
         if stage_root is None or not self.params.across_partitions:
             return None
         return DedupIndex(Path(stage_root), self.index_kind, self.code_version, self.build_entry)
 
     def compared_state(self, run: StageRun) -> str:
         index = self.index(run)
-        return index.compared_state(run.context["partition"]) if index is not None else ""
+        return index.compared_state(run.context.partition) if index is not None else ""
 
     def later_partitions(self, run: StageRun) -> list[str]:
         """Partitions that landed after this run's: the ones its result may change."""
         index = self.index(run)
-        return index.later_partitions(run.context["partition"]) if index is not None else []
+        return index.later_partitions(run.context.partition) if index is not None else []
 
     def forget_partition(self, run: StageRun) -> None:
         index = self.index(run)
         if index is not None:
-            index.forget(run.context["partition"])
+            index.forget(run.context.partition)
 
     def build_entry(self, kept_files: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -144,7 +144,7 @@ class ExactDedup(DedupOperator):
         kept = np.ones(n, dtype=bool)
         kept_id: list[str | None] = [None] * n
         kept_partition: list[str | None] = [None] * n
-        partition = run.context.get("partition")
+        partition = run.context.partition
         # within the partition: the first row of each hash keeps
         order = np.lexsort((np.arange(n), lo, hi))
         same = np.zeros(n, dtype=bool)  # sorted position holds the same hash as the one before
@@ -234,7 +234,7 @@ class MinhashDedup(DedupOperator):
         scheme = self.scheme
         ids = [str(i) for batch in iter_batches(run.input_files, 65536, columns=["id"]) for i in batch.column(0).to_pylist()]
         sig = signatures_of(scheme, map(_none_to_empty, _texts(run.input_files)))
-        partition = run.context.get("partition")
+        partition = run.context.partition
         index = self.index(run)
         earlier = list(index.entries_before(partition)) if index is not None else []
         found = find_near_duplicates(

@@ -46,7 +46,7 @@ from dagster_llmdata.io.raw_readers import QUARANTINE_PREVIEW_CHARS, SURROGATES,
 from dagster_llmdata.io.schema import CORE_SCHEMA
 from dagster_llmdata.io.logs import progress_bar
 from dagster_llmdata.io.stage_run import StageRun
-from dagster_llmdata.operators.base import Operator
+from dagster_llmdata.operators.source import SourceOperator, SourceRead
 from dagster_llmdata.config import OperatorParams
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "text", "warc"]
@@ -191,17 +191,7 @@ def _take(doc_id: str, seen: set[int]) -> bool:
     return True
 
 
-def expand_input(path: Path) -> list[str]:
-    """The raw files of one partition: the file itself, or every file under a folder (hidden ones
-    too, so the reader can count them; it reads none of them)."""
-    if path.is_file():
-        return [str(path)]
-    if not path.exists():
-        raise FileNotFoundError(f"input path does not exist: {path}")
-    return sorted(str(p) for p in path.rglob("*") if not p.is_dir())
-
-
-class Ingest(Operator):
+class Ingest(SourceOperator):
     name = "ingest"
     version = "2"
     description = (
@@ -217,17 +207,15 @@ class Ingest(Operator):
         "truncated files are quarantined with a reason."
     )
     Params = IngestParams
-    requires = ()
+    reading_settings = frozenset({"format", "text_field", "id_field", "domain", "domain_field"})
     produces = {f.name: f.type for f in CORE_SCHEMA}
     kinds = ("datatrove", "ingest")
 
-    def run(self, run: StageRun) -> dict[str, Any]:
-        schema = CORE_SCHEMA
-        root = run.context.get("source_root", "")
+    def read(self, run: StageRun) -> SourceRead:
+        schema = self.input_schema
+        root = str(run.context.source_root or "")
         reader = RawSourceReader(run.input_files, root, self.params, self.drops(run, schema))
         # raw files are split between tasks file by file
         stats = run.execute([reader, run.kept_writer(schema)], tasks=max(1, min(run.executor.tasks, len(run.input_files))))
         reader_stats = stats.get(reader.name, {})
-        run.n_in_override = int(reader_stats.get("records", 0))
-        run.input_schema = schema
-        return {key: int(reader_stats.get(key, 0)) for key in READER_STATS}
+        return SourceRead(int(reader_stats.get("records", 0)), {key: int(reader_stats.get(key, 0)) for key in READER_STATS})

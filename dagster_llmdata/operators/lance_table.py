@@ -20,6 +20,9 @@ from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.base import Operator
 from dagster_llmdata.config import OperatorParams
 from dagster_llmdata.errors import EmbeddingModelMissing, StageFailed, StoreError
+from dagster_llmdata.operators.semantic_dedup import EMBEDDING_MODEL_KEY
+from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
+from dagster_llmdata.store.lance_store import SampleStore, sample_rows, sample_schema, score_columns
 
 
 class LanceTableParams(OperatorParams):
@@ -36,12 +39,12 @@ class LanceTableParams(OperatorParams):
 
 
 def _default_uri(run: StageRun) -> str:
-    stage_root = run.context.get("stage_root")
+    stage_root = run.context.stage_root
     return str(Path(stage_root).parent / "lance") if stage_root else str(Path.cwd() / "lance")
 
 
 def partition_of(run: StageRun) -> str:
-    return run.context.get("partition") or (Path(run.input_files[0]).name if run.input_files else "all")
+    return run.context.partition or (Path(run.input_files[0]).name if run.input_files else "all")
 
 
 class LanceTable(Operator):
@@ -58,15 +61,12 @@ class LanceTable(Operator):
     non_data_params = frozenset({"batch_size", "uri", "storage_options", "diff_rows", "index_min_rows"})
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
-        from dagster_llmdata.store.lance_store import SampleStore, sample_rows, sample_schema, score_columns
-
         p = self.params
         uri = p.uri or _default_uri(run)
         table = p.table or run.stage
         partition = partition_of(run)
-        run_id = run.context.get("dagster_run_id") or f"local-{uuid.uuid4().hex[:12]}"
-        lineage = run.context.get("lineage") or [run.stage]
+        run_id = run.context.dagster_run_id or f"local-{uuid.uuid4().hex[:12]}"
+        lineage = list(run.context.lineage) or [run.stage]
         dim = DIMENSIONS.get(p.model)
         if dim is None:
             raise StageFailed(f"lance_table: unknown embedding model {p.model!r}")
@@ -130,8 +130,6 @@ class LanceTable(Operator):
 
 def _embedding_model(schema: pa.Schema) -> str | None:
     """The model that made an upstream `embedding` column (semantic_dedup records it), if any."""
-    from dagster_llmdata.operators.semantic_dedup import EMBEDDING_MODEL_KEY
-
     idx = schema.get_field_index("embedding")
     meta = schema.field(idx).metadata or {} if idx >= 0 else {}
     return meta.get(EMBEDDING_MODEL_KEY.encode(), b"").decode() or None

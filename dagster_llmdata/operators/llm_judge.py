@@ -26,6 +26,10 @@ from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.verdict import Quarantine, Verdict
 from dagster_llmdata.operators.base import BatchFunction, Operator
 from dagster_llmdata.config import OperatorParams
+from dagster_llmdata.judges.cpu_backend import BUNDLED_MODELS, WEAK_JUDGE_NOTE
+from dagster_llmdata.judges.cpu_backend import CpuBackend
+from dagster_llmdata.judges.openai_backend import OpenAIBackend
+from dagster_llmdata.judges.vllm_backend import VllmBackend
 
 CHARS_PER_TOKEN = 4  # estimate when no tokenizer is known (openai backend without `tokenizer`)
 # a document with NULs or a large share of other control characters is binary, not text
@@ -50,14 +54,11 @@ class LlmJudgeParams(OperatorParams):
 def make_backend(backend: str, runtime: JudgeRuntime, model: str) -> JudgeBackend:
     """The backend by name; heavy imports happen only for the one used."""
     if backend == "openai":
-        from dagster_llmdata.judges.openai_backend import OpenAIBackend
 
         return OpenAIBackend(runtime, model)
     if backend == "vllm":
-        from dagster_llmdata.judges.vllm_backend import VllmBackend
 
         return VllmBackend(runtime, model)
-    from dagster_llmdata.judges.cpu_backend import CpuBackend
 
     return CpuBackend(runtime, model)
 
@@ -228,8 +229,6 @@ class LlmJudge(Operator):
 
     def quality_note(self) -> str | None:
         """A warning for metadata when the judge is known to be weak (the bundled 135M CPU model)."""
-        from dagster_llmdata.judges.cpu_backend import BUNDLED_MODELS, WEAK_JUDGE_NOTE
-
         return WEAK_JUDGE_NOTE if self.params.backend == "cpu" and self.params.model in BUNDLED_MODELS else None
 
     def dataset_metadata(self, run: StageRun) -> dict[str, Any]:

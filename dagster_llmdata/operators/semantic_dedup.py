@@ -22,6 +22,9 @@ from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.base import Operator
 from dagster_llmdata.config import OperatorParams
 from dagster_llmdata.errors import EmbeddingModelMissing, StageFailed, StoreError
+from dagster_llmdata.store.accepted_set import AcceptedSet
+from dagster_llmdata.store.accepted_set import GrowingMatrix
+from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
 
 DIM = 384
 EMBEDDING_MODEL_KEY = "llmdata.embedding_model"
@@ -69,7 +72,7 @@ class SemanticDedup(Operator):
         return []
 
     def forget_partition(self, run: StageRun) -> None:
-        if self.params.across_partitions and run.context.get("stage_root"):
+        if self.params.across_partitions and run.context.stage_root:
             self._accepted_set(run)  # opening it for the partition clears the partition's rows
 
     @property
@@ -78,8 +81,6 @@ class SemanticDedup(Operator):
         return p.max_cosine_distance if p.max_cosine_distance is not None else DEFAULT_BOUNDS.get(p.model, 0.1)
 
     def run(self, run: StageRun) -> dict[str, Any]:
-        from dagster_llmdata.store.embed import DIMENSIONS, get_embedder
-
         p = self.params
         if DIMENSIONS.get(p.model) != DIM:
             raise StageFailed(f"semantic_dedup: unknown embedding model {p.model!r}; known: {', '.join(DIMENSIONS)}")
@@ -91,7 +92,6 @@ class SemanticDedup(Operator):
             accepted = self._accepted_set(run)
         except StoreError as exc:
             raise StageFailed(f"semantic_dedup: {exc}") from None
-        from dagster_llmdata.store.accepted_set import GrowingMatrix
 
         own = GrowingMatrix(DIM)
         schema = run.output_schema(self.produced_columns())
@@ -159,15 +159,13 @@ class SemanticDedup(Operator):
 
     def _accepted_set(self, run: StageRun):
         """The persisted accepted set of other partitions, or None when there is nowhere to keep one."""
-        from dagster_llmdata.store.accepted_set import AcceptedSet
-
         p = self.params
         if not p.across_partitions:
             return None
-        uri = p.index_uri or (str(Path(run.context["stage_root"]) / "semantic_index") if run.context.get("stage_root") else None)
+        uri = p.index_uri or (str(Path(run.context.stage_root) / "semantic_index") if run.context.stage_root else None)
         if uri is None:
             return None
-        partition = run.context.get("partition") or (Path(run.input_files[0]).name if run.input_files else f"run-{uuid.uuid4().hex[:8]}")
+        partition = run.context.partition or (Path(run.input_files[0]).name if run.input_files else f"run-{uuid.uuid4().hex[:8]}")
         table = f"accepted_{run.stage}".replace("/", "_")
         return AcceptedSet(uri, table, DIM, partition, p.index_min_rows)
 

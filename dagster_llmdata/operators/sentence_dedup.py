@@ -93,7 +93,7 @@ class SentenceDedup(DedupOperator):
         repeated[order[later]] = True
         index = self.index(run)
         compared = 0
-        for entry in index.entries_before(run.context.get("partition")) if index is not None else []:
+        for entry in index.entries_before(run.context.partition) if index is not None else []:
             compared += 1
             repeated |= _in_entry(entry, all_spans)
         starts = np.concatenate(([0], np.cumsum([len(s) for s in doc_spans])))
@@ -125,7 +125,7 @@ class SentenceDedup(DedupOperator):
                     ordinal += 1
         if index is not None:
             spans = np.unique(np.concatenate(kept_spans)) if kept_spans else np.empty(0, np.uint64)
-            index.commit(run.context["partition"], list_parquet(run.output_dir), {"spans": spans})
+            index.commit(run.context.partition, list_parquet(run.output_dir), {"spans": spans})
         return {**counts, "partitions_compared": compared}
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dagster_llmdata.spec.yaml_loader import PARAM_ERROR, load_model
 from dagster_llmdata.operators import REGISTRY, did_you_mean, get_operator
 from dagster_llmdata.operators.ingest import Format
+from dagster_llmdata.operators.source import SourceOperator
 from dagster_llmdata.config import ExecutorConfig
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -109,10 +110,10 @@ class PipelineSpec(BaseModel):
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique: {names}")
-        if self.stages[0].op != "ingest":
+        if not issubclass(get_operator(self.stages[0].op), SourceOperator):
             raise ValueError("the first stage must use op `ingest` (it reads the sources)")
         for i, stage in enumerate(self.stages[1:], 1):
-            if stage.op == "ingest":
+            if issubclass(get_operator(stage.op), SourceOperator):
                 raise ValueError(f"stage {stage.name!r}: only the first stage may ingest")
             if stage.input is None:
                 stage.input = self.stages[i - 1].name

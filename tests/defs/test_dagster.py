@@ -202,7 +202,7 @@ def test_multiple_datatrove_workers(project, instance, tasks, workers):
 
 
 def test_per_document_stages_run_fused_but_stay_separate_assets(project, instance):
-    from dagster_llmdata.defs.assets import execution_units
+    from dagster_llmdata.engine.stages import execution_units
     from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
     units = execution_units(load_pipeline_spec(project / "assets/tiny.yaml"))

@@ -153,7 +153,7 @@ def test_landing_sensor_on_a_removed_file(two_files, instance, on_removed):
 
 def test_landing_sensor_removes_a_partition_a_run_holds_on_a_later_tick(two_files, instance, monkeypatch):
     from dagster_llmdata.defs import landing_sensor as sensors
-    from dagster_llmdata.defs.assets import pipeline_context
+    from dagster_llmdata.engine.materialise import pipeline_context
     from dagster_llmdata.engine.materialise import stage_lock
 
     root = two_files

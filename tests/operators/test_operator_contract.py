@@ -18,7 +18,7 @@ import dagster_llmdata.operators as operators_pkg
 from datatrove.data import Document
 
 from dagster_llmdata import apply_operator, load_project
-from dagster_llmdata.defs.assets import execution_units
+from dagster_llmdata.engine.stages import execution_units
 from dagster_llmdata.judges.backend import JudgeRuntime
 from dagster_llmdata.operators import REGISTRY, BatchFunction, DocFunction, Operator, register_operator
 from dagster_llmdata.config import OperatorParams
