@@ -81,7 +81,7 @@ def test_missing_path_and_unknown_operator_are_clear(tmp_path):
 
 
 def test_cli_reports_bad_arguments_without_traceback(tmp_path):
-    cli = [sys.executable, "-m", "dagster_llmdata.cli.main"]
+    cli = [sys.executable, "-m", "dagster_llmdata.cli"]
     res = subprocess.run(cli + ["op", "ingest", "--in", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.parquet")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr

@@ -80,7 +80,7 @@ def test_specs_check_passes_once_the_spec_is_fixed(project):
 
 def test_status_names_the_broken_file_and_still_shows_the_rest(project):
     (project / "assets" / "broken.yaml").write_text("pipeline: b\nsources: [{name: s, landing: l}]\nstages:\n  - {name: a, op: nope}\n")
-    res = subprocess.run([sys.executable, "-m", "dagster_llmdata.cli.main", "status", "--project", str(project)],
+    res = subprocess.run([sys.executable, "-m", "dagster_llmdata.cli", "status", "--project", str(project)],
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert f"{project / 'assets' / 'broken.yaml'}:4: stages.0: unknown operator 'nope'" in res.stderr
