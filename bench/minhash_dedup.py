@@ -199,13 +199,13 @@ def growth_step(p: int, src: Path) -> None:
     from dagster_llmdata.engine.execute import run_stage
     from dagster_llmdata.io.ledger import save_record
     from dagster_llmdata.operators import get_operator
-    from dagster_llmdata.io.stage_run import StageRun
+    from dagster_llmdata.io.stage_run import StageContext, StageRun
 
     stage_root = WORK / "minhash-growth" / "near"
     part = f"p{p:03d}"
     run = StageRun(stage="near", input_files=[str(src)], output_dir=stage_root / "data" / part, rejected_dir=stage_root / "rejected" / part,
                    quarantine_dir=stage_root / "quarantine" / part, work_dir=stage_root / "work" / part,
-                   context={"stage_root": str(stage_root), "partition": part})
+                   context=StageContext(partition=part, stage_root=stage_root))
     start = time.perf_counter()
     outcome = run_stage(get_operator("minhash_dedup")(), run)
     save_record(run.output_dir, {"ledger": outcome.ledger.to_dict()})  # complete: later partitions compare against it
