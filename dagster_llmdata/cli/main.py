@@ -226,6 +226,3 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
