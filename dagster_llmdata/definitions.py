@@ -3,7 +3,11 @@
 The project model (`spec.project.read_project`) says what loaded and what did not; here each spec
 kind and each sensor type has a builder returning its own `dg.Definitions`, and the parts are
 merged. A spec that validates but cannot become Dagster objects joins the project's problems, so
-the `specs` asset reports it and every other spec still loads."""
+the `specs` asset reports it and every other spec still loads.
+
+That tolerance is right for the UI and the agent, wrong for CI: with $LLMDATA_STRICT=1 (and under
+`llmdata check`) any problem makes loading fail with every file:line, so `dagster definitions
+validate` fails too."""
 
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from dagster_llmdata.mixture.feedback_sensor import build_feedback_sensor
 from dagster_llmdata.mixture.mixture_asset import build_mixture
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.spec.project import PROJECT_ENV, SPEC_KINDS, Project, SpecProblem, read_project
+
+STRICT_ENV = "LLMDATA_STRICT"
 
 Jobs = dict[str, dg.JobDefinition]  # pipeline name -> its job, for the sensors that run it
 
@@ -61,9 +67,9 @@ SENSOR_BUILDERS: dict[str, Callable[[Any, Project, Jobs], dg.Definitions]] = {
 }
 
 
-def build_definitions(project: Project) -> dg.Definitions:
+def build_definitions(project: Project, strict: bool = False) -> dg.Definitions:
     """Every spec that builds, every sensor whose targets exist, and (while anything is broken)
-    the `specs` asset that reports the rest."""
+    the `specs` asset that reports the rest; `strict`: raise SpecError listing the problems instead."""
     parts: list[dg.Definitions] = []
     jobs: Jobs = {}
     for kind_name, kind in sorted(SPEC_KINDS.items(), key=lambda kv: kv[1].order):
@@ -82,11 +88,20 @@ def build_definitions(project: Project) -> dg.Definitions:
             parts.append(SENSOR_BUILDERS[entry.type](entry, project, jobs))
         except (SpecError, KeyError, ValueError, dg.DagsterInvalidDefinitionError) as exc:
             project.problems.append(SpecProblem(path, f"{path}: sensor {getattr(entry, 'name', None) or entry.type!r}: {exc.args[0]}"))
+    if project.problems and strict:
+        raise SpecError(f"{len(project.problems)} broken spec(s) in {project.root} ({STRICT_ENV}=1 / llmdata check):\n"
+                        + "\n".join(str(p) for p in project.problems))
     if project.problems:  # shown only while something is broken, so a clean project's graph is its pipelines
         parts.append(dg.Definitions(assets=[build_specs_asset(project)]))
     return dg.Definitions.merge(*parts, dg.Definitions(resources=default_resources()))
 
 
-def load_project(root: str | Path | None = None) -> dg.Definitions:
-    """The Definitions of the project at `root` (default $LLMDATA_PROJECT, else the working directory)."""
-    return build_definitions(read_project(root or os.environ.get(PROJECT_ENV) or os.getcwd()))
+def strict_from_env() -> bool:
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_project(root: str | Path | None = None, strict: bool | None = None) -> dg.Definitions:
+    """The Definitions of the project at `root` (default $LLMDATA_PROJECT, else the working
+    directory); `strict` (default $LLMDATA_STRICT) fails on any broken spec or sensor entry."""
+    project = read_project(root or os.environ.get(PROJECT_ENV) or os.getcwd())
+    return build_definitions(project, strict=strict_from_env() if strict is None else strict)

@@ -13,9 +13,8 @@ from pathlib import Path
 import yaml
 
 from dagster_llmdata.io.logs import progress_on_terminal, stderr_to
-from dagster_llmdata.errors import SpecError, StageFailed
-from dagster_llmdata.operators import did_you_mean
-from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting
+from dagster_llmdata.errors import CommandError, SpecError, StageFailed
+from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, project_root, read_project_reporting, resolve_stage
 from dagster_llmdata.cli.pipelines import cmd_status
 
 # features add their subcommands here: each module has `add_commands(sub)` (argparse subparsers)
@@ -78,10 +77,15 @@ def _split_runtime(name: str, pairs: dict) -> tuple[dict, dict | None]:
 
 
 def cmd_ops(args) -> int:
-    from dagster_llmdata.operators import REGISTRY
+    from dagster_llmdata.operators import REGISTRY, did_you_mean
 
+    unknown = [n for n in args.name if n not in REGISTRY]
+    if unknown:
+        for name in unknown:
+            print(f"llmdata ops: no operator {name!r}{did_you_mean(name, REGISTRY)}; `llmdata ops` lists them", file=sys.stderr)
+        return 2
     if args.json:
-        print(json.dumps([cls.describe() for _, cls in sorted(REGISTRY.items())], indent=1))
+        print(json.dumps([cls.describe() for name, cls in sorted(REGISTRY.items()) if not args.name or name in args.name], indent=1))
         return 0
     for name, cls in sorted(REGISTRY.items()):
         if args.name and name not in args.name:
@@ -120,17 +124,12 @@ def cmd_rejected(args) -> int:
     from dagster_llmdata.engine.report import rejected_examples
 
     root = project_root(args.project)
-    specs = read_project_reporting(root).pipelines
-    pipeline = args.pipeline or next(iter(specs), None)
-    if pipeline not in specs:
-        print(f"no pipeline {pipeline!r} in {root / 'assets'} (known: {sorted(specs)})", file=sys.stderr)
+    try:
+        spec, stage = resolve_stage(read_project_reporting(root), args.stage, args.pipeline)
+    except CommandError as exc:
+        print(f"llmdata rejected: {exc}", file=sys.stderr)
         return 2
-    stages = [s.name for s in specs[pipeline].stages]
-    if args.stage not in stages:
-        print(f"pipeline {pipeline!r} has no stage {args.stage!r}{did_you_mean(args.stage, stages)}; "
-              f"its stages: {', '.join(stages)}", file=sys.stderr)
-        return 2
-    print(rejected_examples(specs[pipeline], root, args.stage, args.n, args.quarantine))
+    print(rejected_examples(spec, root, stage, args.n, args.quarantine))
     return 0
 
 
@@ -190,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("rejected", help="dropped documents of a stage, a few per reason")
-    p.add_argument("stage")
-    p.add_argument("--pipeline", default=None)
+    p.add_argument("stage", help="a stage, as pipeline/stage or (when one pipeline has it) its name alone")
+    p.add_argument("--pipeline", default=None, help="the pipeline of a stage given by name")
     p.add_argument("--project", default=".")
     p.add_argument("-n", type=int, default=3, help="examples per reason")
     p.add_argument("--quarantine", action="store_true", help="show quarantined instead of rejected docs")
@@ -225,4 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `llmdata ops | head`: the reader has gone; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 

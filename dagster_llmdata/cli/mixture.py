@@ -76,7 +76,7 @@ def cmd_report(args) -> int:
             print(f"{pair!r}: loss is not a number", file=sys.stderr)
             return 2
     try:
-        res = report(args.run_id, args.step, losses, store=args.store, mixture=args.mixture, restart=args.restart)
+        res = report(args.run_id, args.step, losses, store=args.store, mixture=args.mixture, restart=args.restart, source="cli")
     except (FeedbackError, FeedbackStoreLocked) as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -25,11 +25,12 @@ from dagster_llmdata.cli.common import DEFAULT_HOME, ensure_dagster_home, projec
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("materialize", help="register new landing files and materialise a pipeline through Dagster",
+    p = sub.add_parser("materialize", help="register new landing files and materialise a pipeline (or a mixture) through Dagster",
                        description="Registers every new landing entry as a partition (as the landing sensor does), then "
                                    "materialises the partitions that are not up to date (or the ones named) in the "
-                                   "project's Dagster instance, with a progress bar.")
-    p.add_argument("pipeline")
+                                   "project's Dagster instance, with a progress bar. Given a mixture spec's name, "
+                                   "materialises the mixture from its input stages' current data.")
+    p.add_argument("pipeline", help="a pipeline's name, or a mixture's")
     p.add_argument("--partition", action="append", default=[], help="only this partition (repeatable), e.g. web/b.jsonl")
     p.add_argument("--stage", default=None, help="only this stage and the stages upstream of it (up-to-date ones skip)")
     p.add_argument("--project", default=".")
@@ -49,6 +50,13 @@ def add_commands(sub) -> None:
     p.add_argument("partition", help="the partition key, e.g. web/b.jsonl")
     p.add_argument("--project", default=".")
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("check", help="fail (exit 1) when any spec or sensor entry of the project does not load: for CI",
+                       description="Loads the project's code location strictly (as with LLMDATA_STRICT=1): every broken "
+                                   "spec or sensor entry is printed as file:line: why, and the exit code is 1. A project "
+                                   "that loads is also checked the way `dagster definitions validate` checks it.")
+    p.add_argument("--project", default=".")
+    p.set_defaults(func=cmd_check)
 
 
 def _guarded(fn):
@@ -70,6 +78,8 @@ def _project(arg: str):
 def _pipeline(project, name: str) -> PipelineSpec:
     if name in project.pipelines:
         return project.pipelines[name]
+    if name in project.mixtures:
+        raise CommandError(f"{name!r} is a mixture, not a pipeline (`llmdata materialize {name}` builds it)")
     broken = [str(p) for p in project.problems if f"pipeline: {name}" in _read(p.path)]
     if broken:
         raise CommandError(f"pipeline {name!r} does not load: {broken[0].splitlines()[0]}")
@@ -82,6 +92,30 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+@_guarded
+def cmd_check(args) -> int:
+    import dagster as dg
+
+    from dagster_llmdata.definitions import build_definitions
+    from dagster_llmdata.spec.project import read_project
+
+    root = project_root(args.project)
+    project = read_project(root)
+    try:
+        defs = build_definitions(project, strict=True)
+        dg.Definitions.validate_loadable(defs)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except dg.DagsterInvalidDefinitionError as exc:
+        print(f"{root}: the code location does not validate: {exc}", file=sys.stderr)
+        return 1
+    n_assets = len(list(defs.resolve_asset_graph().get_all_asset_keys()))
+    print(f"{root}: {len(project.pipelines)} pipeline(s), {len(project.mixtures)} mixture(s), {len(project.sensors)} "
+          f"sensor entr{'y' if len(project.sensors) == 1 else 'ies'}, {n_assets} assets: every spec loads")
+    return 0
 
 
 # ---- status / report ---------------------------------------------------------------------------
@@ -225,6 +259,8 @@ def cmd_materialize(args) -> int:
     from dagster_llmdata.defs.landing_sensor import scan_landing
 
     root, project = _project(args.project)
+    if args.pipeline in project.mixtures:
+        return _materialize_mixture(args, root, project)
     spec = _pipeline(project, args.pipeline)
     instance = open_instance(root, create=True)
     new = register_landed(spec, root, instance)
@@ -246,6 +282,23 @@ def cmd_materialize(args) -> int:
     for partition, message in failures:
         print(f"llmdata materialize: {spec.pipeline}[{partition}] failed: {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _materialize_mixture(args, root: Path, project) -> int:
+    """A mixture spec: its one asset, over its input stages as they are now (materialise those first)."""
+    from dagster_llmdata.definitions import load_project
+    from dagster_llmdata.mixture.materialise import materialise_mixtures
+
+    if args.partition or args.stage:
+        raise CommandError(f"{args.pipeline!r} is a mixture (one unpartitioned asset): --partition and --stage are for pipelines")
+    instance = open_instance(root, create=True)
+    log = Path(tempfile.mkstemp(prefix=f"llmdata-materialize-{args.pipeline}-", suffix=".log")[1])
+    print(f"{args.pipeline}: materialising the mixture from its inputs' current data", file=sys.stderr)
+    lines, failed = materialise_mixtures(load_project(root), [args.pipeline], instance, log)
+    print("\n".join(lines))
+    if not failed:
+        log.unlink(missing_ok=True)
+    return 1 if failed else 0
 
 
 def _run_partitions(spec: PipelineSpec, root: Path, instance, partitions: list[str], stages: list[str], stderr_to) -> list[tuple[str, str]]:

@@ -7,24 +7,29 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from dagster_llmdata.errors import ManifestError, ReproduceError, StoreError
+from dagster_llmdata.errors import CommandError, ManifestError, ReproduceError, StoreError
 
 
 
 def resolve_table(table: str, uri: str | None, project: str = ".") -> tuple[str, str]:
-    """(uri, table). `--table pipeline/stage` without `--uri` is the table a lance_table stage
-    of the project writes by default: <storage>/<pipeline>/lance, table <stage>."""
+    """(uri, table). Without `--uri`, `--table` names a lance_table stage of the project, as
+    pipeline/stage or by its name alone when one pipeline has it: its table is the stage's name in
+    <storage>/<pipeline>/lance (or the stage's own `uri` param)."""
     if uri:
         return uri, table
-    if "/" in table:
-        from dagster_llmdata.spec.project import read_project
+    root = Path(project).resolve()
+    if not (root / "assets").is_dir():
+        raise StoreError(f"--table {table!r}: give --uri (the LanceDB folder or URI), or run inside a project "
+                         "(or pass --project) to name a lance_table stage as pipeline/stage")
+    from dagster_llmdata.cli.common import resolve_stage
+    from dagster_llmdata.spec.project import read_project
 
-        pipeline, _, stage = table.partition("/")
-        root = Path(project).resolve()
-        spec = read_project(root).pipelines.get(pipeline) if (root / "assets").is_dir() else None
-        if spec is not None:
-            return str((root / spec.storage / pipeline / "lance").resolve()), stage
-    raise StoreError(f"--table {table!r}: give --uri (the LanceDB folder or URI), or name it pipeline/stage inside a project")
+    try:
+        spec, stage = resolve_stage(read_project(root), table, op="lance_table")
+    except CommandError as exc:
+        raise StoreError(f"--table {table!r}: {exc}") from None
+    params = spec.stage(stage).params or {}
+    return str(params.get("uri") or (root / spec.storage / spec.pipeline / "lance").resolve()), params.get("table") or stage
 
 
 def cmd_search(args) -> int:

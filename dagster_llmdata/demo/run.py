@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_llmdata.definitions import load_project
 from dagster_llmdata.spec.project import read_project
 from dagster_llmdata.io.logs import stderr_to
-from dagster_llmdata.demo.mixtures import materialise_mixtures
+from dagster_llmdata.mixture.materialise import materialise_mixtures
 from dagster_llmdata.engine.report import stage_table
 from dagster_llmdata.demo.sample_corpus import DEFAULT_DOCS, build_sample_corpus, write_bad_input
 from dagster_llmdata.defs.landing_sensor import landing_entries
@@ -50,9 +50,9 @@ def run_demo(root: Path, n_docs: int | None = None, pipeline: str = "sample") ->
     print()
     print(stage_table(spec, root))
     print(f"\n{len(keys)} partitions in {time.perf_counter() - start:.0f}s; failed: {failed or 'none'}")
-    mixture_lines = materialise_mixtures(root, defs, sorted(project.specs.get("mixture", {})), instance, log_path)
+    mixture_lines, mixtures_failed = materialise_mixtures(defs, sorted(project.mixtures), instance, log_path)
     for line in mixture_lines:
         print(line)
     print(f"Rejected docs (with text, stage, reason): {root / spec.storage / spec.pipeline}/<stage>/rejected/")
     print("Open the Dagster UI on this instance: make ui   (http://127.0.0.1:3000)")
-    return 1 if failed or any("FAILED" in line for line in mixture_lines) else 0
+    return 1 if failed or mixtures_failed else 0

@@ -138,7 +138,8 @@ class FeedbackStore:
             for kind, key, value in items:
                 reason = _problem(kind, key, value, known)
                 if reason is None and backwards:
-                    reason = f"step_backwards (run {run_id!r} is at step {run[0]}; pass restart=True after resuming from a checkpoint)"
+                    flag = "--restart" if source == "cli" else "restart=True"
+                    reason = f"step_backwards (run {run_id!r} is at step {run[0]}; pass {flag} after resuming from a checkpoint)"
                 if reason is not None:
                     con.execute("INSERT INTO rejected (run_id, step, kind, key, value, reason, wall_time) VALUES (?,?,?,?,?,?,?)",
                                 (run_id, step, kind, str(key), repr(value), reason, now))
