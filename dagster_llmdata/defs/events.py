@@ -37,7 +37,8 @@ class StageEvents:
         provenance records what it was compared against); `last`: the step's last stage, which
         shows the whole pipeline's funnel."""
         stage = self.ctx.stages[report.stage]
-        upstream = self.translator.get_asset_key(stage.upstream) if stage.upstream is not None else None
+        upstream = self.translator.get_asset_key(stage.upstream) if stage.upstream is not None else (
+            self.translator.get_source_key() if stage.is_source else None)
         metadata = stage_metadata(report, upstream)
         if last:
             metadata["pipeline_funnel"] = dg.MetadataValue.md(funnel_markdown(self.ctx.spec, self.ctx.root))

@@ -115,6 +115,10 @@ def _decode_cursor(cursor: str | None) -> dict[str, str]:
 
 
 def build_landing_sensor(sensor_spec: LandingSensorSpec, spec: PipelineSpec, root: Path, job) -> dg.SensorDefinition:
+    if spec.source is not None:
+        raise ValueError(f"pipeline {spec.pipeline!r} reads {spec.source.dataset} and has no landing folders to watch; "
+                         f"its partitions are {spec.partitions_pipeline!r}'s: `automation: {{condition: eager}}` in its spec "
+                         "follows them, or a schedule")
     partitions = partitions_def_for(spec)
     settle_ns = int(sensor_spec.settle_seconds * 1e9)
 
@@ -184,8 +188,8 @@ def _handle_removed(context: dg.SensorEvaluationContext, sensor_spec: LandingSen
             except PartitionLocked as exc:  # a run holds it: the next evaluation tries again
                 context.log.info(f"landing entry {key} disappeared; not removed yet: {exc}")
                 continue
-            stale = "; ".join(f"{stage}: {', '.join(keys)}" for stage, keys in removal.stale.items() if keys)
-            context.log.info(f"landing entry {key} disappeared: partition removed" + (f"; now stale: {stale}" if stale else ""))
+            # what else went (stale partitions, table rows, cached answers) and what consumed it
+            context.log.info(f"landing entry {key} disappeared: partition removed" + "".join(f"; {line}" for line in removal.lines()))
             del seen[key]
     else:
         for key in gone:

@@ -30,9 +30,24 @@ def _status(value: str):
     return dg.DefaultScheduleStatus.RUNNING if value == "running" else dg.DefaultScheduleStatus.STOPPED
 
 
-def partitions_to_run(spec: PipelineSpec, root: Path, which: Literal["stale", "all"] = "stale") -> list[str]:
-    """The landing entries a re-materialisation should request, in key order."""
-    keys = sorted(scan_landing(spec, root).entries)
+def source_partitions(spec: PipelineSpec, root: Path, instance: dg.DagsterInstance | None = None) -> tuple[list[str], list[str]]:
+    """(ready, waiting), in key order: the partitions `spec`'s first stage can read now, and those it
+    cannot yet. Landing folders: every entry is ready. Another pipeline's stage: the shared
+    partitions (from `instance`) whose upstream partition is materialised are ready, the rest wait."""
+    if spec.source is None:
+        return sorted(scan_landing(spec, root).entries), []
+    if instance is None:
+        raise ValueError(f"pipeline {spec.pipeline!r} reads {spec.source.dataset}: its partitions are known to the Dagster instance only")
+    upstream = pipeline_context(spec, root).upstream
+    keys = sorted(instance.get_dynamic_partitions(partitions_def_for(spec).name))
+    return [k for k in keys if upstream.is_complete(k)], [k for k in keys if not upstream.is_complete(k)]
+
+
+def partitions_to_run(spec: PipelineSpec, root: Path, which: Literal["stale", "all"] = "stale",
+                      instance: dg.DagsterInstance | None = None) -> list[str]:
+    """The partitions a re-materialisation should request, in key order (landing entries, or for a
+    pipeline reading another's stage, the materialised upstream partitions: `instance` needed)."""
+    keys, _ = source_partitions(spec, root, instance)
     if which == "all":
         return keys
     ctx = pipeline_context(spec, root)
@@ -62,7 +77,7 @@ def build_schedule(entry: ScheduleSpec, spec: PipelineSpec, root: Path, job) -> 
         new = register_landed(spec, root, context.instance)
         if new:
             context.log.info(f"registered {len(new)} landed partitions: {', '.join(new)}")
-        keys = partitions_to_run(spec, root, entry.partitions)
+        keys = partitions_to_run(spec, root, entry.partitions, context.instance)
         if not keys:
             return dg.SkipReason(f"every partition of {spec.pipeline!r} is up to date")
         tick = context.scheduled_execution_time.isoformat()

@@ -21,7 +21,10 @@ COMPARED_SUFFIX = "__compared_with"
 
 
 def partitions_def_for(spec: PipelineSpec) -> dg.DynamicPartitionsDefinition:
-    return dg.DynamicPartitionsDefinition(name=f"{spec.pipeline}_files")
+    """One dynamic partition per landed file or folder. A pipeline whose source is another
+    pipeline's stage shares the partitions of the pipeline at the head of that chain (the same
+    keys, so its partition P reads the upstream's P, and a key registered upstream is here too)."""
+    return dg.DynamicPartitionsDefinition(name=f"{spec.partitions_pipeline}_files")
 
 
 def asset_key(spec: PipelineSpec, stage: str) -> dg.AssetKey:
@@ -46,8 +49,16 @@ class StageTranslator:
         key = self.get_asset_key(stage)
         return dg.AssetKey([*key.path[:-1], f"{key.path[-1]}{COMPARED_SUFFIX}"])
 
-    def get_deps(self, stage: Stage) -> list[dg.AssetKey]:
-        deps = [self.get_asset_key(stage.upstream)] if stage.upstream is not None else []
+    def get_source_key(self) -> dg.AssetKey | None:
+        """The asset of another pipeline's stage that the first stage reads (None: landing folders)."""
+        source = self.spec.source
+        return dg.AssetKey([source.pipeline, source.stage]) if source is not None else None
+
+    def get_deps(self, stage: Stage) -> list[dg.AssetKey | dg.AssetDep]:
+        deps: list[dg.AssetKey | dg.AssetDep] = [self.get_asset_key(stage.upstream)] if stage.upstream is not None else []
+        if stage.is_source and self.get_source_key() is not None:
+            # across the two groups, partition P reads the upstream's P (they share one partitions definition)
+            deps.append(dg.AssetDep(self.get_source_key(), partition_mapping=dg.IdentityPartitionMapping()))
         if stage.serial:
             deps.append(self.get_compared_key(stage))
         return deps

@@ -38,7 +38,7 @@ def run_stage(op: Operator, run: StageRun) -> StageOutcome:
     run.reset_outputs()
     start = time.perf_counter()
     if isinstance(op, SourceOperator):  # raw files have no row count: a source counts what it found
-        read = op.read(run)
+        read = op.read_input(run)
         extra, n_in = read.metadata, read.records
     else:
         extra, n_in = op.run(run), None

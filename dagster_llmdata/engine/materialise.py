@@ -4,6 +4,7 @@ Dagster-free: the Dagster layer turns the reports into events."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -11,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster_llmdata.errors import PartitionInputMissing
+from dagster_llmdata.errors import PartitionInputMissing, SpecError
 from dagster_llmdata.engine.execute import StageOutcome, run_fused, run_stage
 from dagster_llmdata.engine.locks import partition_lock, stage_lock
 from dagster_llmdata.engine.stages import Stage, resolve_stages
-from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.io.parquet_store import list_parquet, read_schema
 from dagster_llmdata.io.layout import PipelineLayout, partition_folder
 from dagster_llmdata.io.ledger import Ledger, count_ledger, load_record, save_record
 from dagster_llmdata.operators import Operator
 from dagster_llmdata.operators.source import SourceOperator
 from dagster_llmdata.spec.pipeline import PipelineSpec, StageSpec
+from dagster_llmdata.spec.project import read_project
 from dagster_llmdata.io.stage_run import StageContext, StageRun, clear_outputs
 
 
@@ -46,10 +48,49 @@ class PipelineContext:
     runtime: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the Dagster run materialising (stores tag what they write with it); None outside Dagster
     run_id: str | None = None
+    # for a pipeline whose source is another pipeline's stage: where that stage's datasets live
+    upstream: UpstreamStage | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamStage:
+    """Another pipeline's stage that a pipeline's first stage reads, partition by partition."""
+
+    layout: PipelineLayout
+    stage: str
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.layout.pipeline}/{self.stage}"
+
+    def data_dir(self, partition: str) -> Path:
+        return self.layout.data_dir(self.stage, partition)
+
+    def is_complete(self, partition: str) -> bool:
+        """Only a recorded partition is complete: without its record it may be a killed run's leftovers."""
+        return load_record(self.data_dir(partition)) is not None
 
 
 def pipeline_context(spec: PipelineSpec, root: Path) -> PipelineContext:
-    return PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), resolve_stages(spec))
+    return PipelineContext(spec, root, PipelineLayout((root / spec.storage).resolve(), spec.pipeline), resolve_stages(spec),
+                           upstream=upstream_stage(spec, root))
+
+
+def upstream_stage(spec: PipelineSpec, root: Path) -> UpstreamStage | None:
+    """The stage `spec`'s `source:` names, located through the project (resolved when the project
+    was read; a spec read on its own is resolved against the project at `root` here)."""
+    if spec.source is None:
+        return None
+    resolved = spec.resolved_source
+    if resolved is None:
+        project = read_project(root)
+        loaded = project.pipelines.get(spec.pipeline)
+        resolved = loaded.resolved_source if loaded is not None and loaded.source == spec.source else None
+        if resolved is None:
+            problem = next((str(p) for p in project.problems if p.path == project.files.get(spec.pipeline)), None)
+            raise SpecError(problem or f"pipeline {spec.pipeline!r}: its source {spec.source.dataset} is not a stage of a "
+                                       f"pipeline loaded from {root / 'assets'}")
+    return UpstreamStage(PipelineLayout((root / resolved.storage).resolve(), resolved.pipeline), resolved.stage)
 
 
 def stage_run_for(ctx: PipelineContext, stage: Stage, partition: str, require_input: bool = True) -> tuple[StageRun, Operator]:
@@ -58,10 +99,21 @@ def stage_run_for(ctx: PipelineContext, stage: Stage, partition: str, require_in
     spec, layout = ctx.spec, ctx.layout
     op = stage.bind(ctx.runtime)
     source_root = None
-    if isinstance(op, SourceOperator):
+    upstream_dataset = None
+    if isinstance(op, SourceOperator) and ctx.upstream is not None:
+        up = ctx.upstream
+        if not up.is_complete(partition):
+            raise PartitionInputMissing(
+                f"{stage.name}[{partition}]: upstream {up.dataset} (pipeline {up.layout.pipeline!r}) has not materialised "
+                f"partition {partition!r} yet: materialise it first (`llmdata materialize {up.layout.pipeline}`)"
+            )
+        # the stage's dataset only: its ledger record, rejected and quarantine folders are not documents
+        input_files = list_parquet(up.data_dir(partition))
+        input_schema, upstream_dataset = read_schema(input_files), up.dataset
+    elif isinstance(op, SourceOperator):
         source_name, _, entry = partition.partition("/")
         try:
-            source = spec.source(source_name)
+            source = spec.landing_source(source_name)
         except KeyError as exc:
             raise PartitionInputMissing(f"partition {partition!r}: {exc.args[0]}") from None
         path = ctx.root / source.landing / entry
@@ -82,7 +134,7 @@ def stage_run_for(ctx: PipelineContext, stage: Stage, partition: str, require_in
         input_schema = None
     context = StageContext(
         partition=partition_folder(partition), stage_root=layout.stage_root(stage.name), lineage=stage.lineage,
-        dagster_run_id=ctx.run_id, source_root=source_root, project_root=ctx.root,
+        dagster_run_id=ctx.run_id, source_root=source_root, project_root=ctx.root, upstream_dataset=upstream_dataset,
     )
     run = StageRun(
         stage=stage.name,
@@ -130,7 +182,11 @@ def materialise_chain(ctx: PipelineContext, stages: Sequence[Stage | StageSpec],
     chain = [ctx.stages[s.name] for s in stages]
     # a serial stage (dedup against earlier partitions) also holds its stage-wide lock
     serial = [s.name for s in chain if s.serial]
-    with stage_lock(ctx.layout, serial), partition_lock(ctx.layout, [s.name for s in chain], partition):
+    # a first stage reading another pipeline's stage holds that partition too, so a re-run upstream
+    # never rewrites it mid-read (no cycles between pipelines, so no two chains wait on each other)
+    up = ctx.upstream if chain and chain[0].is_source else None
+    with stage_lock(ctx.layout, serial), partition_lock(ctx.layout, [s.name for s in chain], partition), \
+            (partition_lock(up.layout, [up.stage], partition) if up is not None else contextlib.nullcontext()):
         return _materialise_locked(ctx, chain, partition, fuse)
 
 

@@ -62,7 +62,9 @@ def resolve_stages(spec: PipelineSpec) -> dict[str, Stage]:
         upstream = stages.get(s.input) if s.input else None
         own = op.code_version
         chained = hashlib.sha1(f"{upstream.code_version if upstream else ''}|{own}".encode()).hexdigest()[:8]
-        lineage = (upstream.lineage if upstream else ()) + (f"{spec.pipeline}/{s.name}",)
+        # a pipeline reading another's stage starts its lineage there
+        start = (spec.source.dataset,) if spec.source is not None else ()
+        lineage = (upstream.lineage if upstream else start) + (f"{spec.pipeline}/{s.name}",)
         stages[s.name] = Stage(s, op, f"{own}.{chained}", lineage, upstream)
     return stages
 

@@ -33,6 +33,9 @@ class StageContext:
     dagster_run_id: str | None = None
     source_root: Path | None = None  # the folder a source's raw paths are taken relative to
     project_root: Path | None = None  # relative paths in params (eval sets) resolve against it
+    # a source stage reading another pipeline's stage: that stage as `<pipeline>/<stage>` (its kept
+    # Parquet files are the run's input files); None: the source reads raw files
+    upstream_dataset: str | None = None
 
 
 @dataclass

@@ -47,6 +47,7 @@ from dagster_llmdata.io.schema import CORE_SCHEMA
 from dagster_llmdata.io.logs import progress_bar
 from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.source import SourceOperator, SourceRead
+from dagster_llmdata.operators.verdict import Quarantine, Verdict
 from dagster_llmdata.config import OperatorParams
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "text", "warc"]
@@ -208,8 +209,18 @@ class Ingest(SourceOperator):
     )
     Params = IngestParams
     reading_settings = frozenset({"format", "text_field", "id_field", "domain", "domain_field"})
+    dataset_params = frozenset({"max_doc_bytes"})
     produces = {f.name: f.type for f in CORE_SCHEMA}
     kinds = ("datatrove", "ingest")
+
+    def dataset_verdict(self, doc: Document) -> Verdict:
+        """An upstream pipeline's document is held to this stage's `max_doc_bytes` too."""
+        text = doc.text
+        if isinstance(text, str) and len(text) > self.params.max_doc_bytes // 4:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > self.params.max_doc_bytes:
+                return Quarantine("too_large", f"{size} UTF-8 bytes > max_doc_bytes {self.params.max_doc_bytes}")
+        return super().dataset_verdict(doc)
 
     def read(self, run: StageRun) -> SourceRead:
         schema = self.input_schema

@@ -3,10 +3,11 @@ file, line and field."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from dagster_llmdata.spec.yaml_loader import PARAM_ERROR, load_model
 from dagster_llmdata.operators import REGISTRY, did_you_mean, get_operator
@@ -32,6 +33,38 @@ class SourceSpec(BaseModel):
     id_field: str | None = Field("id", description="Field with the source's own document id; unset: ids are hashes of file and position.")
     domain: str | None = Field(None, description="Domain for every document of this source (default: the source name).")
     domain_field: str | None = Field("domain", description="Field naming each document's domain, when the records carry one.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pipeline" in data:  # the likely slip for "read another pipeline"
+            raise ValueError("another pipeline's stage is read through the top-level `source: {pipeline: ..., stage: ...}` "
+                             "(instead of `sources:`), not through an entry of `sources`")
+        return data
+
+
+class PipelineSourceSpec(BaseModel):
+    """Another pipeline's stage as this pipeline's source: its first (ingest) stage reads that
+    stage's kept documents, partition by partition, under the same partition keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field(pattern=NAME, description="The upstream pipeline (loaded from assets/ of the same project).")
+    stage: str = Field(pattern=NAME, description="Its stage whose kept documents this pipeline reads.")
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.pipeline}/{self.stage}"
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A `source:` checked against the project (`spec.pipeline_sources.resolve_pipeline_sources`)."""
+
+    pipeline: str
+    stage: str
+    storage: str  # the upstream pipeline's `storage` (relative to the project root, or absolute)
+    partitions_of: str  # the pipeline at the head of the chain: every pipeline of it shares its partitions
+    columns: frozenset[str]  # the columns of the upstream stage's dataset
 
 
 class StageSpec(BaseModel):
@@ -91,9 +124,27 @@ class PipelineSpec(BaseModel):
     description: str = Field("", description="Shown in the Dagster UI.")
     storage: str = Field("data", description="Where datasets live, relative to the project root (or an absolute path).")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="How datatrove runs the stages.")
-    sources: list[SourceSpec] = Field(min_length=1, description="Landing folders that feed the first (ingest) stage.")
+    sources: list[SourceSpec] = Field(default_factory=list, description="Landing folders that feed the first (ingest) stage.")
+    source: PipelineSourceSpec | None = Field(
+        None, description="Instead of `sources`: another pipeline's stage whose kept documents feed the first (ingest) "
+        "stage; this pipeline's partitions are that pipeline's, so partition P reads the upstream's partition P.",
+    )
     stages: list[StageSpec] = Field(min_length=1, description="The stages, in order; the first one must be `ingest`.")
     automation: AutomationSpec | None = Field(None, description="Keep the stages fresh by Dagster's declarative automation.")
+    # set when the project resolves `source` (spec.pipeline_sources); None for a spec read on its own
+    _resolved_source: ResolvedSource | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> PipelineSpec:
+        if self.source is None and not self.sources:
+            raise ValueError("a pipeline reads `sources` (landing folders) or `source` (another pipeline's stage, "
+                             "`{pipeline: ..., stage: ...}`); this one has neither")
+        if self.source is not None and self.sources:
+            raise ValueError("`sources` (landing folders) and `source` (another pipeline's stage) exclude each other: "
+                             "a pipeline's partitions come from one of them")
+        if self.source is not None and self.source.pipeline == self.pipeline:
+            raise ValueError(f"bad param source.pipeline: pipeline {self.pipeline!r} cannot read its own stage (a cycle)")
+        return self
 
     @model_validator(mode="after")
     def _storage_is_a_folder(self) -> PipelineSpec:
@@ -110,8 +161,16 @@ class PipelineSpec(BaseModel):
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique: {names}")
-        if not issubclass(get_operator(self.stages[0].op), SourceOperator):
+        first = get_operator(self.stages[0].op)
+        if not issubclass(first, SourceOperator):
             raise ValueError("the first stage must use op `ingest` (it reads the sources)")
+        if self.source is not None:
+            # the upstream's documents are read as they are: raw-file reading settings have nothing to act on
+            unused = sorted(set(self.stages[0].params) - first.dataset_params)
+            if unused:
+                raise ValueError(f"{PARAM_ERROR}stages.0.params.{unused[0]}: does not apply when the source is another "
+                                 f"pipeline's stage ({self.source.dataset}: its kept documents are read as they are); "
+                                 f"params that apply: {', '.join(sorted(first.dataset_params)) or 'none'}")
         for i, stage in enumerate(self.stages[1:], 1):
             if issubclass(get_operator(stage.op), SourceOperator):
                 raise ValueError(f"stage {stage.name!r}: only the first stage may ingest")
@@ -119,24 +178,44 @@ class PipelineSpec(BaseModel):
                 stage.input = self.stages[i - 1].name
             elif stage.input not in names[:i]:
                 raise ValueError(f"stage {stage.name!r}: input {stage.input!r} is not an earlier stage")
-        self._check_column_flow()
+        if self.source is None:  # a pipeline source's columns are known once the project resolves it
+            columns, problems = self.column_flow()
+            if problems:
+                raise ValueError(problems[0][1])
         return self
 
-    def _check_column_flow(self) -> None:
-        """DataFlow-style key check: each stage's required columns exist upstream."""
+    def column_flow(self, source_columns: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, set[str]], list[tuple[int, str]]]:
+        """DataFlow-style key check: the columns of each stage's dataset, and (stage index, message)
+        for each stage whose required columns do not exist upstream. `source_columns`: what the
+        first stage reads besides what it produces (an upstream pipeline's stage columns)."""
         columns: dict[str, set[str]] = {}
-        for stage in self.stages:
+        problems: list[tuple[int, str]] = []
+        for i, stage in enumerate(self.stages):
             op = get_operator(stage.op)(stage.params)
-            have = columns.get(stage.input, set()) if stage.input else set()
+            have = columns.get(stage.input, set()) if stage.input else set(source_columns)
             missing = [c for c in op.requires if c not in have]
             if missing:
-                raise ValueError(f"stage {stage.name!r} needs columns {missing} that {stage.input!r} does not produce")
+                problems.append((i, f"stage {stage.name!r} needs columns {missing} that "
+                                    f"{stage.input or (self.source.dataset if self.source else 'the source')!r} does not produce"))
             columns[stage.name] = have | set(op.produced_columns())
+        return columns, problems
+
+    @property
+    def resolved_source(self) -> ResolvedSource | None:
+        return self._resolved_source
+
+    @property
+    def partitions_pipeline(self) -> str:
+        """The pipeline whose partitions this one's are: its own, or for a pipeline reading another's
+        stage, the head of that chain (resolved by the project; unresolved, the direct upstream)."""
+        if self._resolved_source is not None:
+            return self._resolved_source.partitions_of
+        return self.source.pipeline if self.source is not None else self.pipeline
 
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)
 
-    def source(self, name: str) -> SourceSpec:
+    def landing_source(self, name: str) -> SourceSpec:
         for s in self.sources:
             if s.name == name:
                 return s

@@ -20,6 +20,7 @@ from dagster_llmdata.errors import SpecError
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
 from dagster_llmdata.spec.pipeline import PipelineSpec, load_pipeline_spec
+from dagster_llmdata.spec.pipeline_sources import resolve_pipeline_sources
 from dagster_llmdata.spec.yaml_loader import describe_validation_error, parse_yaml
 from dagster_llmdata.spec.triggers import FreshnessSpec, LandingSensorSpec, ScheduleSpec, TrainingFeedbackSensorSpec
 
@@ -110,6 +111,7 @@ def read_project(root: str | Path) -> Project:
     project = Project(root=Path(root).resolve())
     for path in sorted((project.root / "assets").glob("*.yaml")):
         _read_spec_file(project, path)
+    _resolve_pipeline_sources(project)
     for path in sorted((project.root / "sensors").glob("*.yaml")):
         _read_sensor_file(project, path)
     return project
@@ -144,6 +146,15 @@ def _read_spec_file(project: Project, path: Path) -> None:
         return
     project.files[name] = path
     project.specs.setdefault(kind_name, {})[name] = spec
+
+
+def _resolve_pipeline_sources(project: Project) -> None:
+    """A pipeline reading another's stage is usable once that stage exists and no cycle loops
+    back; one that is not becomes a problem (with its file:line) and is not loaded."""
+    others = {name: kind for kind, specs in project.specs.items() if kind != "pipeline" for name in specs}
+    for name, message in resolve_pipeline_sources(project.pipelines, project.files, others).items():
+        project.problems.append(SpecProblem(project.files[name], message))
+        del project.specs["pipeline"][name]
 
 
 def _spec_kind_of(path: Path) -> str:
