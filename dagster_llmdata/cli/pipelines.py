@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dagster_llmdata.errors import CommandError, InstanceUnavailable, SpecError
+from dagster_llmdata.errors import CommandError, InstanceUnavailable, PartitionLocked, SpecError, StoreError
 from dagster_llmdata.io.layout import PipelineLayout
 from dagster_llmdata.io.ledger import LEDGER_FILE, load_record
 from dagster_llmdata.operators import did_you_mean
@@ -42,10 +42,13 @@ def add_commands(sub) -> None:
     p.add_argument("--project", default=".")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("remove", help="remove a partition: its data in every stage, its dedup index entries, the Dagster partition",
+    p = sub.add_parser("remove", help="remove a partition everywhere it lives (a takedown); report the manifests and runs that used it",
                        description="Removes one partition (a withdrawn landing file) from a pipeline: its data, rejected and "
-                                   "quarantine folders in every stage, its entries in the dedup indexes, and its Dagster "
-                                   "partition. Partitions that landed after it and were deduplicated against it show stale.")
+                                   "quarantine folders in every stage, its entries in the dedup indexes, its rows in LanceDB "
+                                   "tables (a new version, tagged removed-<partition>), the score cache's answers for its "
+                                   "texts, and its Dagster partition. Partitions that landed after it and were deduplicated "
+                                   "against it show stale. Mixture manifests that pinned its documents and training runs "
+                                   "that trained on them are listed, not rewritten.")
     p.add_argument("pipeline")
     p.add_argument("partition", help="the partition key, e.g. web/b.jsonl")
     p.add_argument("--project", default=".")
@@ -263,6 +266,8 @@ def cmd_materialize(args) -> int:
         return _materialize_mixture(args, root, project)
     spec = _pipeline(project, args.pipeline)
     instance = open_instance(root, create=True)
+    if spec.source is not None:
+        return _materialize_from_pipeline(args, spec, root, instance, stderr_to)
     new = register_landed(spec, root, instance)
     landed = set(scan_landing(spec, root).entries)
     known = set(instance.get_dynamic_partitions(f"{spec.pipeline}_files"))
@@ -274,6 +279,36 @@ def cmd_materialize(args) -> int:
     partitions = args.partition or partitions_to_run(spec, root, "all" if args.stage else "stale")
     print(f"{spec.pipeline}: {len(new)} new landing entries registered, {len(known)} partitions known; "
           f"materialising {len(partitions)} partitions x {len(stages)} stages", file=sys.stderr)
+    if not partitions:
+        print(stage_table(spec, root))
+        return 0
+    failures = _run_partitions(spec, root, instance, partitions, stages, stderr_to)
+    print(stage_table(spec, root))
+    for partition, message in failures:
+        print(f"llmdata materialize: {spec.pipeline}[{partition}] failed: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _materialize_from_pipeline(args, spec: PipelineSpec, root: Path, instance, stderr_to) -> int:
+    """A pipeline reading another's stage: its partitions are the upstream's, and only those the
+    upstream has materialised can run (naming one it has not is an error that says what to run)."""
+    from dagster_llmdata.defs.schedules import partitions_to_run, source_partitions
+
+    up = spec.source
+    ready, waiting = source_partitions(spec, root, instance)
+    for p in args.partition:
+        if p not in ready:  # a key nobody registered yet may still be landing upstream: the same advice holds
+            hint = "" if p in waiting else did_you_mean(p, ready + waiting)
+            raise CommandError(f"{spec.pipeline}[{p}]: upstream {up.dataset} has not materialised partition {p!r} yet{hint}; "
+                               f"run `llmdata materialize {up.pipeline} --partition {p}` first")
+    if not ready:
+        raise CommandError(f"pipeline {spec.pipeline!r} reads {up.dataset}, which has no materialised partition yet: "
+                           f"run `llmdata materialize {up.pipeline}` first")
+    stages = _stage_chain(spec, args.stage) if args.stage else [s.name for s in spec.stages]
+    partitions = args.partition or partitions_to_run(spec, root, "all" if args.stage else "stale", instance)
+    print(f"{spec.pipeline}: reads {up.dataset}, materialised for {len(ready)} of {len(ready) + len(waiting)} partitions"
+          + (f" (not yet: {', '.join(waiting)})" if waiting else "")
+          + f"; materialising {len(partitions)} partitions x {len(stages)} stages", file=sys.stderr)
     if not partitions:
         print(stage_table(spec, root))
         return 0
@@ -361,9 +396,11 @@ def cmd_remove(args) -> int:
     on_disk = any(d.exists() for s in spec.stages for d in layout.partition_dirs(s.name, args.partition))
     if args.partition not in known and not on_disk:
         raise CommandError(f"pipeline {spec.pipeline!r} has no partition {args.partition!r}{did_you_mean(args.partition, list(known))}")
-    removal = remove_partition(spec, root, args.partition, instance)
+    try:
+        removal = remove_partition(spec, root, args.partition, instance)
+    except (StoreError, PartitionLocked) as exc:
+        raise CommandError(str(exc)) from None
     print(f"removed {args.partition} from {len(removal.stages_cleared)} stage(s) of {spec.pipeline}")
-    for stage, keys in removal.stale.items():
-        if keys:
-            print(f"  {stage}: now stale (compared against it): {', '.join(keys)}")
+    for line in removal.lines():
+        print(f"  {line}")
     return 0
