@@ -43,12 +43,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("remove", help="remove a partition everywhere it lives (a takedown); report the manifests and runs that used it",
-                       description="Removes one partition (a withdrawn landing file) from a pipeline: its data, rejected and "
-                                   "quarantine folders in every stage, its entries in the dedup indexes, its rows in LanceDB "
-                                   "tables (a new version, tagged removed-<partition>), the score cache's answers for its "
-                                   "texts, and its Dagster partition. Partitions that landed after it and were deduplicated "
-                                   "against it show stale. Mixture manifests that pinned its documents and training runs "
-                                   "that trained on them are listed, not rewritten.")
+                       description="Removes a partition (a withdrawn file): its folders in every stage, dedup index entries, "
+                                   "LanceDB rows (a new version tagged removed-<partition>), cached judge answers, its Dagster partition. "
+                                   "Later partitions deduplicated against it show stale; manifests and runs that used it are listed.")
     p.add_argument("pipeline")
     p.add_argument("partition", help="the partition key, e.g. web/b.jsonl")
     p.add_argument("--project", default=".")
@@ -63,11 +60,11 @@ def add_commands(sub) -> None:
 
 
 def _guarded(fn):
-    """Run a command; a CommandError or SpecError becomes one line on stderr and exit code 2."""
+    """Run a command; an error it expects (bad input, a store, a lock) is one line on stderr, exit 2."""
     def run(args) -> int:
         try:
             return fn(args)
-        except (CommandError, SpecError) as exc:
+        except (CommandError, SpecError, StoreError, PartitionLocked) as exc:
             print(f"llmdata {args.command}: {exc}", file=sys.stderr)
             return 2
     return run
@@ -396,10 +393,7 @@ def cmd_remove(args) -> int:
     on_disk = any(d.exists() for s in spec.stages for d in layout.partition_dirs(s.name, args.partition))
     if args.partition not in known and not on_disk:
         raise CommandError(f"pipeline {spec.pipeline!r} has no partition {args.partition!r}{did_you_mean(args.partition, list(known))}")
-    try:
-        removal = remove_partition(spec, root, args.partition, instance)
-    except (StoreError, PartitionLocked) as exc:
-        raise CommandError(str(exc)) from None
+    removal = remove_partition(spec, root, args.partition, instance)
     print(f"removed {args.partition} from {len(removal.stages_cleared)} stage(s) of {spec.pipeline}")
     for line in removal.lines():
         print(f"  {line}")

@@ -7,7 +7,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from dagster_llmdata.errors import CommandError, ManifestError, ReproduceError, StoreError
+from dagster_llmdata.errors import CommandError, ManifestError, ReproduceError, SpecError, StoreError
 
 
 
@@ -84,9 +84,15 @@ def cmd_reproduce(args) -> int:
     from dagster_llmdata.mixture.reproduce import reproduce
 
     try:
-        result = reproduce(args.manifest, out=args.out, limit=args.limit)
-    except (ReproduceError, ManifestError, StoreError) as exc:
-        print(f"llmdata reproduce: {exc}", file=sys.stderr)
+        project = None
+        if args.project is not None:
+            from dagster_llmdata.cli.common import project_root
+
+            project = project_root(args.project)
+        result = reproduce(args.manifest, out=args.out, limit=args.limit, project=project)
+    except (ReproduceError, ManifestError, StoreError, SpecError) as exc:
+        for line in str(exc).splitlines():  # one line per mismatched input
+            print(f"llmdata reproduce: {line}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=1))
     if not result["matches"]:
@@ -132,4 +138,6 @@ def add_commands(sub) -> None:
     p.add_argument("manifest", help="a manifest file (or a mixture's manifests folder: its latest)")
     p.add_argument("--out", help="also write the stream (sample, domain, id, text) to this JSONL file")
     p.add_argument("--limit", type=int, help="samples written to --out (default: the manifest's n_samples)")
+    p.add_argument("--project", help="the project the manifest's relative paths resolve against (a moved or copied one); "
+                                     "default: the project the manifest lies in, else the working directory")
     p.set_defaults(func=cmd_reproduce)

@@ -1,21 +1,31 @@
 """Removing a partition from a pipeline (a landed file withdrawn, e.g. for a takedown): its data in
-every stage goes, its dedup index entries go, the Dagster partition goes, and each partition that
-landed after it and was deduplicated against it shows stale in Dagster (a copy it dropped because
-the removed partition held the original is now the first of its kind, so a re-run keeps it)."""
+every stage goes, and so does everything a stage keeps about it elsewhere (dedup index entries,
+its rows in a LanceDB table, in a new version tagged for the removal; the score cache's answers for
+its texts); the Dagster partition goes, and each partition that landed after it and was
+deduplicated against it shows stale in Dagster (a copy it dropped because the removed partition held
+the original is now the first of its kind, so a re-run keeps it). The mixture manifests that pinned
+its documents and the training runs that trained on them are reported, never rewritten: they are
+the record of what was trained on."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from dagster_llmdata.defs.events import compared_with_events, later_partition_keys
 from dagster_llmdata.defs.translator import partitions_def_for
 from dagster_llmdata.engine.locks import partition_lock, stage_lock
-from dagster_llmdata.engine.materialise import pipeline_context, stage_run_for
+from dagster_llmdata.engine.materialise import PipelineContext, pipeline_context, stage_run_for
+from dagster_llmdata.errors import PartitionInputMissing
+from dagster_llmdata.mixture.consumers import ManifestUse, RunUse, manifests_consuming, runs_consuming
+from dagster_llmdata.operators.base import Operator
 from dagster_llmdata.spec.pipeline import PipelineSpec
+from dagster_llmdata.spec.project import read_project
 
 
 @dataclass
@@ -23,15 +33,41 @@ class Removal:
     partition: str
     stages_cleared: list[str] = field(default_factory=list)  # stages that held something of it
     stale: dict[str, list[str]] = field(default_factory=dict)  # serial stage -> partitions now stale
+    forgotten: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> what it dropped outside its folders
+    manifests: list[ManifestUse] = field(default_factory=list)  # mixture manifests that pinned its documents
+    training_runs: list[RunUse] = field(default_factory=list)  # runs recorded as training on those manifests
+    problems: list[str] = field(default_factory=list)  # what could not be checked
+
+    def lines(self) -> list[str]:
+        """What else went, and what consumed the partition, one printable line each."""
+        out = [f"{stage}: now stale (compared against it): {', '.join(keys)}" for stage, keys in self.stale.items() if keys]
+        for stage, what in self.forgotten.items():
+            if lance := what.get("lance"):
+                out.append(f"{stage}: {lance['rows_removed']} rows deleted from LanceDB table {lance['table']!r}: version "
+                           f"{lance['version']}, tagged {lance['tag']} (the versions before it keep them)")
+            if "score_cache_entries_removed" in what:
+                out.append(f"{stage}: {what['score_cache_entries_removed']} score cache entries dropped ({what['score_cache']})")
+        out += [f"consumed by mixture {m.mixture} manifest {m.version} ({m.path}): {'; '.join(m.pinned)}" for m in self.manifests]
+        out += [f"consumed by training run {r.run_id} (mixture {r.mixture} {r.mixture_version}, from step {r.from_step})"
+                for r in self.training_runs]
+        if self.manifests:
+            out.append("manifests and training runs are left as they are (the record of what was trained on); "
+                       "re-materialise a mixture for one without these documents")
+        return out + [f"not checked: {p}" for p in self.problems]
+
+    @property
+    def lance_versions(self) -> dict[str, dict[str, Any]]:
+        """stage -> the new LanceDB version without the partition's rows (uri, table, version, tag, rows_removed)."""
+        return {stage: what["lance"] for stage, what in self.forgotten.items() if "lance" in what}
 
 
 def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: dg.DagsterInstance,
                      why: str = "removed", lock_timeout: float | None = None) -> Removal:
     """Remove `partition` from `spec`'s pipeline. Holds the same locks as a run of its stages, so a
     run in progress finishes first (waiting up to `lock_timeout`, default $LLMDATA_LOCK_TIMEOUT_S,
-    then raising PartitionLocked with nothing removed). Returns what was cleared and which
-    partitions went stale."""
-    ctx = pipeline_context(spec, Path(root))
+    then raising PartitionLocked with nothing removed). Returns what was cleared, which partitions
+    went stale, and which manifests and training runs consumed the partition's documents."""
+    ctx = _with_runtime_from_env(pipeline_context(spec, Path(root)))
     partitions = partitions_def_for(spec)
     keys = list(instance.get_dynamic_partitions(partitions.name))
     serial = [s for s in ctx.stages.values() if s.serial]
@@ -40,6 +76,17 @@ def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: d
             partition_lock(ctx.layout, list(ctx.stages), partition, lock_timeout):
         # who compared against it: read before its data (and so its place in the order) is gone
         later = {s.name: later_partition_keys(ctx, s, partition, keys) for s in serial}
+        # what stages keep outside their folders (a table's rows, cached answers): while the folders,
+        # which say what the partition held, still exist
+        for stage in ctx.stages.values():
+            if type(stage.operator).forget_partition is Operator.forget_partition:
+                continue
+            try:
+                run, op = stage_run_for(ctx, stage, partition, require_input=False)
+            except PartitionInputMissing:  # a source whose landing file is gone keeps nothing elsewhere
+                continue
+            if forgotten := op.forget_partition(run):
+                removal.forgotten[stage.name] = forgotten
         for stage in ctx.stages.values():
             dirs = [d for d in ctx.layout.partition_dirs(stage.name, partition) if d.exists()]
             for d in dirs:
@@ -48,12 +95,28 @@ def remove_partition(spec: PipelineSpec, root: Path, partition: str, instance: d
                 removal.stages_cleared.append(stage.name)
         events = []
         for stage in serial:
-            run, op = stage_run_for(ctx, stage, partition, require_input=False)
-            op.forget_partition(run)
             removal.stale[stage.name] = later[stage.name]
             events += compared_with_events(ctx, stage, later[stage.name], f"partition {partition} that landed before it was {why}")
     for event in events:
         instance.report_runless_asset_event(event)
     if partition in keys:
         instance.delete_dynamic_partition(partitions.name, partition)
+    _consumers(removal, spec, Path(root).resolve())
     return removal
+
+
+def _with_runtime_from_env(ctx: PipelineContext) -> PipelineContext:
+    """Runtime settings from the same environment variables the code location's resources read (a
+    judge's score cache folder), since no Dagster run binds them here."""
+    runtime = {}
+    for stage in ctx.stages.values():
+        op_cls = type(stage.operator)
+        if op_cls.Runtime is not None and op_cls.runtime_key:
+            runtime[op_cls.runtime_key] = op_cls.Runtime.from_env().model_dump()
+    return dataclasses.replace(ctx, runtime=runtime)
+
+
+def _consumers(removal: Removal, spec: PipelineSpec, root: Path) -> None:
+    mixtures = read_project(root).mixtures
+    removal.manifests, removal.problems = manifests_consuming(root, mixtures, spec.pipeline, removal.partition)
+    removal.training_runs = runs_consuming(root, mixtures, [m.version for m in removal.manifests])

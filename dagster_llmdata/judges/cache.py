@@ -66,6 +66,12 @@ class ScoreCache:
             " answer TEXT NOT NULL, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,"
             " PRIMARY KEY (text_hash, model, rubric, fingerprint)) WITHOUT ROWID"
         )
+        # a document cut before judging is cached under its cut text: this maps the whole text's
+        # hash to it, so a takedown (`forget`) finds the entry from the document it has
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS cut_from (doc_hash TEXT NOT NULL, text_hash TEXT NOT NULL,"
+            " PRIMARY KEY (doc_hash, text_hash)) WITHOUT ROWID"
+        )
 
     def get_many(self, keys: Iterable[CacheKey]) -> dict[CacheKey, CachedScore]:
         """The cached scores of those keys that have one."""
@@ -103,6 +109,43 @@ class ScoreCache:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def note_cuts(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record (hash of a whole document, hash of the cut text sent for it) pairs."""
+        rows = [(doc, sent) for doc, sent in pairs if doc != sent]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO cut_from VALUES (?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def forget(self, doc_hashes: Iterable[str]) -> int:
+        """Drop every cached answer (any model, rubric or version) for these documents' texts, whole
+        or as cut for the judge; returns how many entries went. Used by a takedown."""
+        removed = 0
+        hashes = list(dict.fromkeys(doc_hashes))
+        with self._lock:
+            for start in range(0, len(hashes), _CHUNK):
+                chunk = hashes[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    cut = [h for (h,) in self._db.execute(f"SELECT text_hash FROM cut_from WHERE doc_hash IN ({marks})", chunk)]
+                    for part in range(0, len(cut), _CHUNK):
+                        some = cut[part : part + _CHUNK]
+                        removed += self._db.execute(f"DELETE FROM scores WHERE text_hash IN ({','.join('?' * len(some))})", some).rowcount
+                    removed += self._db.execute(f"DELETE FROM scores WHERE text_hash IN ({marks})", chunk).rowcount
+                    self._db.execute(f"DELETE FROM cut_from WHERE doc_hash IN ({marks})", chunk)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        return removed
 
     def __len__(self) -> int:
         with self._lock:

@@ -227,6 +227,18 @@ class FeedbackStore:
         with self._connect() as con:
             return con.execute("SELECT step, mixture_version FROM consumed WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
 
+    def runs_consuming(self, versions: list[str]) -> list[dict[str, Any]]:
+        """Runs recorded as training on any of these mixture versions: run id, mixture, version and
+        the first step it was consumed from."""
+        versions = sorted(set(versions))
+        if not versions:
+            return []
+        with self._connect() as con:
+            rows = con.execute("SELECT run_id, mixture, mixture_version, min(step) FROM consumed WHERE mixture_version IN "
+                               f"({','.join('?' * len(versions))}) GROUP BY run_id, mixture, mixture_version ORDER BY run_id, 4",
+                               versions).fetchall()
+        return [{"run_id": r, "mixture": m, "mixture_version": v, "from_step": step} for r, m, v, step in rows]
+
     def count(self, kind: str | None = None) -> int:
         with self._connect() as con:
             return con.execute("SELECT count(*) FROM events" + (" WHERE kind = ?" if kind else ""), (kind,) if kind else ()).fetchone()[0]

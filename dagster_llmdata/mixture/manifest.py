@@ -10,6 +10,9 @@ domains       {domain: {weight, probability, docs, tokens, mean_tokens, tokens_p
               weight = share of tokens, probability = per-document draw probability
 inputs        [{kind: "parquet", dataset: "<pipeline>/<stage>", domain_column, tokens_column,
                 files: [{path, sha256, bytes, rows, partition, data_version}]}]
+              paths (and a Lance input's local uri) are relative to the project root, so a moved
+              or copied project reproduces (`read_manifest(project=)`); older manifests hold
+              absolute ones, read as they are
               (another input kind, e.g. a Lance table pinned at a version, adds its own fields and
               a row reader in reader.INPUT_KINDS; `draw` addresses rows as (input, file, row))
 draw          {domain: [[input, file, row_start, row_end], ...]}  the shard ranges drawn from
@@ -53,6 +56,7 @@ class Manifest:
     created_at: float = field(default_factory=time.time)
     version: str = ""
     path: Path | None = None  # where it was read from / written to (not part of the manifest)
+    root: Path | None = None  # the project its relative input paths resolve against (not part of it either)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -113,8 +117,10 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     return path
 
 
-def read_manifest(path: str | Path | dict) -> Manifest:
-    """A manifest from its file (or a folder holding latest.json, or an already-parsed dict)."""
+def read_manifest(path: str | Path | dict, project: str | Path | None = None) -> Manifest:
+    """A manifest from its file (or a folder holding latest.json, or an already-parsed dict).
+    Its relative input paths resolve against `project`, by default the project the manifest
+    lies in (the nearest folder above it with an assets/ folder), else the working directory."""
     if isinstance(path, dict):
         data, where = path, "<dict>"
     else:
@@ -144,7 +150,49 @@ def read_manifest(path: str | Path | dict) -> Manifest:
         raise ManifestError(f"{where}: content does not match its version {m.version} (edited by hand?)")
     if not isinstance(path, dict):
         m.path = Path(where)
+    m.root = Path(project).resolve() if project is not None else project_of(m.path)
     return m
+
+
+def project_of(path: Path | None) -> Path | None:
+    """The nearest folder at or above `path` holding an assets/ folder (an llmdata project)."""
+    if path is None:
+        return None
+    for folder in Path(path).resolve().parents:
+        if (folder / "assets").is_dir():
+            return folder
+    return None
+
+
+def pin_path(path: str | Path, root: Path) -> str:
+    """How a manifest pins a local path: relative to the project root when inside it."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def input_path(root: Path | None, path: str) -> str:
+    """A pinned input path (or LanceDB uri) as a place to read: object-store URIs and absolute paths
+    as they are, relative ones under the project root `root` (None: the working directory)."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((root or Path.cwd()) / path)
+
+
+def resolve_input(inp: dict[str, Any], root: Path | None) -> dict[str, Any]:
+    """A copy of a manifest input with its file paths (or its local Lance uri) made readable."""
+    inp = dict(inp)
+    if inp.get("kind") == "lance":
+        inp["uri"] = input_path(root, inp["uri"])
+    else:
+        inp["files"] = [{**f, "path": input_path(root, f["path"])} for f in inp.get("files", [])]
+    return inp
+
+
+def resolved_inputs(manifest: Manifest) -> list[dict[str, Any]]:
+    return [resolve_input(inp, manifest.root) for inp in manifest.inputs]
 
 
 def resolve_path(manifest: Manifest, rel: str) -> Path:

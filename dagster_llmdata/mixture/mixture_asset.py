@@ -16,7 +16,7 @@ import dagster as dg
 from dagster_llmdata.errors import ManifestError, MixtureError, SpecError
 from dagster_llmdata.mixture.algorithms import doc_weights, weight_change
 from dagster_llmdata.mixture.feedback import open_store
-from dagster_llmdata.mixture.manifest import Manifest, manifest_dir, read_manifest
+from dagster_llmdata.mixture.manifest import Manifest, manifest_dir, read_manifest, resolved_inputs
 from dagster_llmdata.mixture.plan import plan_manifest, scan_inputs
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.project import Project
@@ -51,7 +51,7 @@ class MixtureConfig(dg.Config):
 def latest_manifest(spec: MixtureSpec, root: Path) -> Manifest | None:
     folder = manifest_dir((root / spec.storage).resolve(), spec.mixture)
     try:
-        return read_manifest(folder / "latest.json") if (folder / "latest.json").exists() else None
+        return read_manifest(folder / "latest.json", root) if (folder / "latest.json").exists() else None
     except ManifestError:
         return None
 
@@ -152,7 +152,7 @@ def _check(key: dg.AssetKey, m: Manifest) -> dg.AssetCheckResult:
     if abs(total - 1) > 1e-6:
         problems.append(f"weights sum to {total}")
     problems += [f"domain {d} has weight but no documents" for d, i in m.domains.items() if i["weight"] > 0 and i["docs"] == 0]
-    problems += [f"missing file {f['path']}" for i in m.inputs if i.get("kind", "parquet") == "parquet"
+    problems += [f"missing file {f['path']}" for i in resolved_inputs(m) if i.get("kind", "parquet") == "parquet"
                  for f in i["files"] if not Path(f["path"]).exists()]
     problems += _lance_problems(m)
     return dg.AssetCheckResult(asset_key=key, check_name=MANIFEST_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
@@ -162,7 +162,7 @@ def _check(key: dg.AssetKey, m: Manifest) -> dg.AssetCheckResult:
 def _lance_problems(m: Manifest) -> list[str]:
     """A pinned Lance version must be readable with the rows the manifest counted."""
     problems = []
-    for inp in m.inputs:
+    for inp in resolved_inputs(m):
         if inp.get("kind") == "lance":
             try:
                 LanceInput(inp, ["id"]).check(verify_hashes=False)

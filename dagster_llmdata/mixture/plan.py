@@ -20,7 +20,8 @@ from dagster_llmdata.engine.datasets import dataset_partitions
 from dagster_llmdata.io.parquet_store import write_table_atomic
 from dagster_llmdata.spec.pipeline import PipelineSpec
 from dagster_llmdata.mixture import algorithms as alg
-from dagster_llmdata.mixture.manifest import STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, write_manifest
+from dagster_llmdata.mixture.manifest import (STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, pin_path, resolve_input,
+                                              write_manifest)
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.mixture.manifest import stream_digest
 from dagster_llmdata.mixture.reader import INPUT_KINDS
@@ -58,7 +59,7 @@ def scan_inputs(spec: MixtureSpec, root: Path, pipelines: dict[str, PipelineSpec
             for path in part.files:
                 j = len(files)
                 pf = pq.ParquetFile(path)
-                files.append({"path": str(Path(path).resolve()), "sha256": file_sha256(path), "bytes": Path(path).stat().st_size,
+                files.append({"path": pin_path(path, root), "sha256": file_sha256(path), "bytes": Path(path).stat().st_size,
                               "rows": pf.metadata.num_rows, "partition": part.partition, "data_version": part.data_version})
                 _scan_file(pf, i, j, inp.domain_column, inp.tokens_column, domains)
         inputs.append({"kind": inp.kind, "dataset": inp.dataset, "domain_column": inp.domain_column,
@@ -161,7 +162,7 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     # a domain's share of documents is its share of tokens over its mean document length; with
     # per-document weights, also its documents' mean weight (a domain of learned or noisy
     # documents gives way to the others, not only within itself)
-    doc_mean = _mean_doc_weight(scan, domains, doc_weights) if doc_weights else {}
+    doc_mean = _mean_doc_weight(scan, domains, doc_weights, root) if doc_weights else {}
     raw = {d: (info[d]["weight"] * doc_mean.get(d, 1.0) / max(info[d]["mean_tokens"], 1e-9)) if info[d]["weight"] > 0 else 0.0
            for d in domains}
     if doc_mean:
@@ -191,14 +192,15 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     if doc_weights:
         manifest.doc_weights = write_doc_weights(folder, doc_weights)
     manifest.path = folder / "pending.json"  # so the reader resolves doc_weights before the manifest is written
+    manifest.root = Path(root).resolve()  # and its inputs' paths, pinned relative to the project root
     manifest.stream = compute_stream(manifest)
     write_manifest(manifest, folder)
     return manifest
 
 
-def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
+def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float], root: Path) -> dict[str, float]:
     """Mean per-document weight of each domain's documents (1 for a document without one)."""
-    readers = [INPUT_KINDS[inp.get("kind", "parquet")](inp, ["id"]) for inp in scan.inputs]
+    readers = [INPUT_KINDS[inp.get("kind", "parquet")](resolve_input(inp, root), ["id"]) for inp in scan.inputs]
     out = {}
     for d in domains:
         total, n = 0.0, 0

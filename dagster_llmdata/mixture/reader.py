@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from dagster_llmdata.errors import ManifestError
 from dagster_llmdata.mixture.store_input import LanceInput
-from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path
+from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs
 
 BLOCK = 4096
 OPEN_FILES = 8
@@ -45,14 +45,30 @@ class ParquetInput:
         self._cache: OrderedDict[int, Any] = OrderedDict()
 
     def check(self, verify_hashes: bool) -> None:
+        if problems := self.problems(verify_hashes):
+            raise ManifestError("\n".join(problems))
+
+    def problems(self, verify_hashes: bool) -> list[str]:
+        """One line per pinned file that is gone or no longer what the manifest pinned; nothing is
+        parsed before its bytes are known to match (a changed file may not be Parquet any more)."""
+        out = []
         for f in self.files:
             path = Path(f["path"])
-            if not path.exists():
-                raise ManifestError(f"manifest input file is gone: {path} (re-materialise the mixture)")
-            if pq.ParquetFile(path).metadata.num_rows != f["rows"]:
-                raise ManifestError(f"{path} has changed since the manifest was written (row count)")
-            if verify_hashes and file_sha256(path) != f["sha256"]:
-                raise ManifestError(f"{path} has changed since the manifest was written (sha256)")
+            if not path.is_file():
+                out.append(f"manifest input file is gone: {path} (re-materialise the mixture)")
+            elif f.get("bytes") is not None and path.stat().st_size != f["bytes"]:
+                out.append(f"{path} has changed since the manifest was written ({path.stat().st_size} bytes, it pinned {f['bytes']})")
+            elif verify_hashes and file_sha256(path) != f["sha256"]:
+                out.append(f"{path} has changed since the manifest was written (sha256)")
+            elif not verify_hashes:
+                try:
+                    rows = pq.ParquetFile(path).metadata.num_rows
+                except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                    out.append(f"{path} has changed since the manifest was written (not readable as Parquet: {exc})")
+                    continue
+                if rows != f["rows"]:
+                    out.append(f"{path} has changed since the manifest was written (row count)")
+        return out
 
     def table(self, j: int):
         if j not in self._cache:
@@ -79,9 +95,10 @@ class MixtureDataset(_Base):
 
     def __init__(self, manifest: Manifest | str | Path | dict, seed: int | None = None, start: int = 0,
                  limit: int | None = None, columns: list[str] | None = None, check_files: bool = True,
-                 verify_hashes: bool = False):
+                 verify_hashes: bool = False, project: str | Path | None = None):
         super().__init__()
-        self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+        # `project`: where the manifest's relative paths resolve (default: the project it lies in)
+        self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, project)
         self.seed = self.manifest.seed if seed is None else int(seed)
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
@@ -98,13 +115,14 @@ class MixtureDataset(_Base):
         self._cum = [np.cumsum(r[:, 3] - r[:, 2]) for r in self._ranges]
         self._sizes = [int(c[-1]) for c in self._cum]
         self._inputs = []
-        for spec in m.inputs:
+        self._specs = resolved_inputs(m)
+        for spec in self._specs:
             if spec.get("kind") not in INPUT_KINDS:
                 raise ManifestError(f"manifest input kind {spec.get('kind')!r} is not known here; known: {sorted(INPUT_KINDS)}")
             self._inputs.append(INPUT_KINDS[spec["kind"]](spec, columns))
         if check_files:
-            for inp in self._inputs:
-                inp.check(verify_hashes)
+            if problems := [p for inp in self._inputs for p in inp.problems(verify_hashes)]:
+                raise ManifestError("\n".join(problems))
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
         self._doc_p = self._doc_probabilities() if m.doc_weights else None
 
@@ -142,7 +160,7 @@ class MixtureDataset(_Base):
         m = self.manifest
         table = pq.read_table(resolve_path(m, m.doc_weights["path"]))
         weight_of = dict(zip(table.column("id").to_pylist(), table.column("weight").to_pylist()))
-        ids_input = [ParquetInput(s, ["id"]) if s["kind"] == "parquet" else None for s in m.inputs]
+        ids_input = [ParquetInput(s, ["id"]) if s["kind"] == "parquet" else None for s in self._specs]
         out = []
         for d in range(len(self.domains)):
             w = np.ones(self._sizes[d])

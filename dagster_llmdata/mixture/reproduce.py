@@ -9,21 +9,27 @@ from pathlib import Path
 from typing import Any
 
 from dagster_llmdata.errors import ManifestError, ReproduceError
-from dagster_llmdata.mixture.manifest import read_manifest, stream_digest
+from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs, stream_digest
 from dagster_llmdata.mixture.plan import ids_stream_digest
-from dagster_llmdata.mixture.reader import MixtureDataset
+from dagster_llmdata.mixture.reader import INPUT_KINDS, MixtureDataset
 
 
-def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None) -> dict[str, Any]:
+def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None,
+              project: str | Path | None = None) -> dict[str, Any]:
     """Rebuild the stream of `manifest_path`. Returns {matches, n, stream_sha256, ids_sha256, ...};
-    `out` also writes the first `limit` (default: the manifest's n_samples) samples as JSONL."""
+    `out` also writes the first `limit` (default: the manifest's n_samples) samples as JSONL.
+    Relative input paths resolve against `project` (default: the project the manifest lies in).
+    Every pinned input is checked before anything is read: a ReproduceError lists each mismatch,
+    one line each."""
 
     try:
-        manifest = read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path, project)
         stream = manifest.stream or {}
         if not stream.get("n"):
             raise ReproduceError(f"{manifest_path}: the manifest records no stream digest to check against")
-        ds = MixtureDataset(manifest, check_files=True, verify_hashes=True, columns=["id"], limit=stream["n"])
+        if problems := pinned_input_problems(manifest):
+            raise ReproduceError("\n".join(problems))
+        ds = MixtureDataset(manifest, check_files=False, columns=["id"], limit=stream["n"])
         locators = ds.locators(0, stream["n"])
         ids = [row["id"] for row in ds]
     except ManifestError as exc:
@@ -32,13 +38,32 @@ def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: i
     want = {"stream_sha256": stream.get("sha256"), "ids_sha256": stream.get("ids_sha256")}
     checked = {k: v for k, v in want.items() if v}
     result: dict[str, Any] = {
-        "manifest": str(manifest.path), "mixture": manifest.mixture, "version": manifest.version, "n": stream["n"],
+        "manifest": str(manifest.path), "project": str(manifest.root or Path.cwd()), "mixture": manifest.mixture, "version": manifest.version, "n": stream["n"],
         **got, "matches": all(got[k] == v for k, v in checked.items()), "checked": sorted(checked),
         "inputs": [_describe(inp) for inp in manifest.inputs],
     }
     if out is not None:
         result["written"] = write_stream(manifest, Path(out), limit or manifest.n_samples)
     return result
+
+
+def pinned_input_problems(manifest: Manifest) -> list[str]:
+    """Every pinned input (Parquet files by size and sha256, Lance versions by tag, rows and id
+    digest, the per-document weights file by sha256) checked, one line per mismatch."""
+    problems = []
+    for spec in resolved_inputs(manifest):
+        reader = INPUT_KINDS.get(spec.get("kind"))
+        if reader is None:
+            problems.append(f"manifest input kind {spec.get('kind')!r} is not known here; known: {sorted(INPUT_KINDS)}")
+            continue
+        problems += reader(spec, ["id"]).problems(verify_hashes=True)
+    if manifest.doc_weights:
+        path = resolve_path(manifest, manifest.doc_weights["path"])
+        if not path.is_file():
+            problems.append(f"per-document weights file is gone: {path}")
+        elif file_sha256(path) != manifest.doc_weights.get("sha256"):
+            problems.append(f"{path} has changed since the manifest was written (sha256)")
+    return problems
 
 
 def write_stream(manifest, out: Path, limit: int) -> int:
@@ -60,4 +85,4 @@ def _describe(inp: dict[str, Any]) -> dict[str, Any]:
     return {"kind": inp.get("kind", "parquet"), "dataset": inp.get("dataset"), "files": len(inp.get("files", []))}
 
 
-__all__ = ["reproduce"]
+__all__ = ["pinned_input_problems", "reproduce"]

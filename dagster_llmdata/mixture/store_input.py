@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from dagster_llmdata.errors import ManifestError, StoreError
 from dagster_llmdata.store.lance_store import SampleStore, tag_name
 from dagster_llmdata.engine.datasets import split_dataset_name, stage_layout
-from dagster_llmdata.mixture.manifest import read_manifest
+from dagster_llmdata.mixture.manifest import pin_path, read_manifest, resolved_inputs
 from dagster_llmdata.spec.project import read_project
 
 ID_BATCH = 65536
@@ -82,9 +82,10 @@ def scan_lance_input(inp, index: int, root: Path, pipelines: dict | None, mixtur
             else:
                 s.ranges.append([index, 0, row + k, row + k + 1])
         row += n
-    return {"kind": "lance", "dataset": inp.dataset, "uri": uri, "table": table, "version": version, "tag": tag,
+    pinned = uri if "://" in uri else pin_path(uri, root)  # a local table: relative to the project root
+    return {"kind": "lance", "dataset": inp.dataset, "uri": pinned, "table": table, "version": version, "tag": tag,
             "domain_column": inp.domain_column, "tokens_column": inp.tokens_column,
-            "files": [{"path": f"{uri}#{table}@v{version}", "rows": row, "sha256": ids_digest(ds), "partition": None,
+            "files": [{"path": f"{pinned}#{table}@v{version}", "rows": row, "sha256": ids_digest(ds), "partition": None,
                        "data_version": f"lance-v{version}"}]}
 
 
@@ -115,17 +116,26 @@ class LanceInput:
         return self._ds
 
     def check(self, verify_hashes: bool) -> None:
+        if problems := self.problems(verify_hashes):
+            raise ManifestError("\n".join(problems))
+
+    def problems(self, verify_hashes: bool) -> list[str]:
+        """The one line saying how the pinned version is not what the manifest pinned (none if it is)."""
         s, f = self.spec, self.files[0]
         try:
             ds = self.dataset
+            tag_at = SampleStore(s["uri"], s["table"]).tags().get(s["tag"]) if s.get("tag") else None
         except StoreError as exc:
-            raise ManifestError(f"lance input {s['table']!r} at {s['uri']}: {exc}") from None
+            return [f"lance input {s['table']!r} at {s['uri']}: {exc}"]
         if ds.version != s["version"]:
-            raise ManifestError(f"lance input {s['table']!r}: tag {s.get('tag')!r} points at version {ds.version}, the manifest pins {s['version']}")
+            return [f"lance input {s['table']!r} at {s['uri']}: tag {s.get('tag')!r} points at version {ds.version}, the manifest pins {s['version']}"]
+        if tag_at is not None and tag_at != s["version"]:
+            return [f"lance input {s['table']!r} at {s['uri']}: tag {s['tag']!r} now points at version {tag_at}, the manifest pins {s['version']}"]
         if ds.count_rows() != f["rows"]:
-            raise ManifestError(f"lance input {s['table']!r} v{s['version']} has {ds.count_rows()} rows, the manifest says {f['rows']}")
+            return [f"lance input {s['table']!r} at {s['uri']} v{s['version']} has {ds.count_rows()} rows, the manifest says {f['rows']}"]
         if verify_hashes and ids_digest(ds) != f["sha256"]:
-            raise ManifestError(f"lance input {s['table']!r} v{s['version']}: its ids differ from the manifest's digest")
+            return [f"lance input {s['table']!r} at {s['uri']} v{s['version']}: its ids differ from the manifest's digest"]
+        return []
 
     def rows(self, j: int, rows: list[int]) -> list[dict[str, Any]]:
         cols = None
@@ -140,7 +150,7 @@ def pinned_versions(manifests: list[str | Path], uri: str, table: str) -> set[in
     """Versions of (uri, table) that these manifests pin."""
     out = set()
     for path in manifests:
-        for inp in read_manifest(path).inputs:
+        for inp in resolved_inputs(read_manifest(path)):
             if inp.get("kind") == "lance" and _same_uri(inp["uri"], uri) and inp["table"] == table:
                 out.add(int(inp["version"]))
     return out

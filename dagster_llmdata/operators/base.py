@@ -147,9 +147,11 @@ class Operator(ABC):
         compares against); it goes into the fingerprint, so a change there re-runs the stage."""
         return ""
 
-    def forget_partition(self, run: StageRun) -> None:
-        """A partition was removed: drop what the stage keeps about it outside the partition's own
-        folders (a dedup index), so later partitions no longer compare against it."""
+    def forget_partition(self, run: StageRun) -> dict[str, Any] | None:
+        """A partition is being removed: drop what the stage keeps about it outside the partition's
+        own folders (a dedup index, a LanceDB table's rows, a score cache's answers). Called while its
+        folders (and its input's) still exist, so it may read them; returns what it dropped, for the
+        removal's report, or None."""
 
     def produced_columns(self) -> dict[str, pa.DataType]:
         return dict(self.produces)

@@ -21,7 +21,7 @@ from dagster_llmdata.io.stage_run import StageRun
 from dagster_llmdata.operators.verdict import Verdict
 from dagster_llmdata.operators.base import BatchFunction, CheckOutcome, Operator
 from dagster_llmdata.errors import StageFailed
-from dagster_llmdata.operators.llm_judge import LlmJudge, LlmJudgeParams
+from dagster_llmdata.operators.llm_judge import LlmJudge, LlmJudgeParams, forget_judged
 
 CLASSIFIER_FILE = "_classifier.joblib"
 
@@ -87,6 +87,9 @@ class DistilledJudge(Operator):
     def produced_columns(self) -> dict[str, pa.DataType]:
         prefix = self.params.column_prefix
         return {f"{prefix}_score": pa.float64(), f"{prefix}_judge_score": pa.int64()}
+
+    def forget_partition(self, run: StageRun) -> dict[str, Any] | None:
+        return forget_judged(run, self.judge.params, self.judge.runtime)
 
     def run(self, run: StageRun) -> dict[str, Any]:
         p = self.params

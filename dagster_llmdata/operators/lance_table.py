@@ -110,6 +110,21 @@ class LanceTable(Operator):
             meta["lance/columns_not_in_table"] = ", ".join(result.dropped_columns)
         return meta
 
+    def forget_partition(self, run: StageRun) -> dict[str, Any] | None:
+        """A takedown: the partition's rows leave the table in a new version tagged
+        `removed-<partition>`; earlier versions (and a manifest's tagged pins) keep them as evidence."""
+        p = self.params
+        uri, table = p.uri or _default_uri(run), p.table or run.stage
+        store = SampleStore(uri, table, p.storage_options)
+        partition = partition_of(run)
+        try:
+            if not store.exists():
+                return None
+            removed = store.remove_partition(partition, f"removed-{partition}")
+        except StoreError as exc:
+            raise StoreError(f"lance_table {table!r} at {uri}: removing partition {partition!r}: {exc}") from None
+        return {"lance": removed} if removed else None
+
     def _embedder(self, get_embedder):
         try:
             return get_embedder(self.params.model, self.params.max_tokens)

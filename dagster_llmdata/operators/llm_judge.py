@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -16,10 +17,10 @@ import pyarrow.parquet as pq
 from datatrove.data import Document
 from pydantic import Field
 
-from dagster_llmdata.io.parquet_store import list_parquet
+from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
 from dagster_llmdata.judges.answer import JudgeAnswer, parse_answer, validator
 from dagster_llmdata.judges.backend import JudgeBackend, JudgeRequest, JudgeRuntime
-from dagster_llmdata.judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir
+from dagster_llmdata.judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir, text_hash
 from dagster_llmdata.judges.rubrics import Rubric, load_rubric
 from dagster_llmdata.operators.metadata import Table, histogram
 from dagster_llmdata.io.stage_run import StageRun
@@ -130,6 +131,7 @@ class LlmJudgeFn(BatchFunction):
         verdicts: list[Verdict | None] = [None] * len(docs)
         keys: dict[int, CacheKey] = {}
         sent: dict[int, str] = {}
+        cuts: list[tuple[str, str]] = []
         for i, doc in enumerate(docs):
             if is_binary(doc.text):
                 verdicts[i] = Quarantine("binary_document", "control characters: not text a judge should read")
@@ -138,6 +140,9 @@ class LlmJudgeFn(BatchFunction):
             doc.metadata[f"{p.column_prefix}_truncated"] = truncated
             self.counters["truncated"] += truncated
             keys[i] = CacheKey.of(sent[i], p.model, rubric.name, rubric.fingerprint)
+            if truncated:
+                cuts.append((text_hash(doc.text), keys[i].text_hash))
+        self._cache.note_cuts(cuts)
         cached = self._cache.get_many(keys.values())
         todo = [i for i in keys if keys[i] not in cached]
         self.counters["cache_hits"] += len(keys) - len(todo)
@@ -206,6 +211,9 @@ class LlmJudge(Operator):
     def batch_fn(self) -> LlmJudgeFn:
         return LlmJudgeFn(self.params, self.runtime, self.rubric)
 
+    def forget_partition(self, run: StageRun) -> dict[str, Any] | None:
+        return forget_judged(run, self.params, self.runtime)
+
     def metadata_from_stats(self, stats: dict[str, dict[str, float]]) -> dict[str, Any]:
         totals: Counter = Counter()
         for name, values in stats.items():
@@ -235,6 +243,31 @@ class LlmJudge(Operator):
         """The score histogram and a few examples per score, read from the kept dataset."""
         column = f"{self.params.column_prefix}_score"
         return score_summary(list_parquet(run.output_dir), column, f"{self.params.column_prefix}_reason")
+
+
+def forget_judged(run: StageRun, params: LlmJudgeParams, runtime: JudgeRuntime) -> dict[str, Any] | None:
+    """A takedown: the score cache drops its answers for every text of the removed partition (what
+    the stage read, and what it wrote), under any model or rubric. An answer also used by an identical
+    text that stays is dropped too: a judge's reason may quote the text, and the cost is one judgement
+    again on that text's next run, where keeping it would need a scan of every pipeline sharing the cache.
+    A cut text is found through the cache's record of cuts; an answer cached before that record
+    existed is found too when the cut is by characters (no tokenizer to load)."""
+    path = Path(runtime.cache_dir or default_cache_dir()) / "scores.sqlite"
+    if not path.exists():
+        return None
+    files = run.input_files + [f for d in (run.output_dir, run.rejected_dir, run.quarantine_dir) for f in list_parquet(d)]
+    removed = 0
+    chars = params.max_doc_tokens * CHARS_PER_TOKEN if params.backend == "openai" and not params.tokenizer else None
+    with ScoreCache(path.parent) as cache:
+        for f in files:
+            if "text" not in pq.ParquetFile(f).schema_arrow.names:
+                continue
+            for batch in iter_batches([f], columns=["text"]):
+                texts = [t for t in batch.column(0).to_pylist() if t is not None]
+                if chars:
+                    texts += [t[:chars] for t in texts if len(t) > chars]
+                removed += cache.forget(text_hash(t) for t in texts)
+    return {"score_cache": str(path), "score_cache_entries_removed": removed}
 
 
 def score_summary(files: list[str], score_column: str, reason_column: str | None = None) -> dict[str, Any]:

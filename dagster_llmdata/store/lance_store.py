@@ -198,6 +198,31 @@ class SampleStore:
             diff_sample=sample, dropped_columns=dropped,
         )
 
+    def remove_partition(self, partition: str, tag: str) -> dict[str, Any] | None:
+        """Delete `partition`'s rows in one commit and tag the new version `tag` (a takedown: the
+        versions before it stay, tagged ones survive cleanup, as evidence of what was there).
+        None when the table holds no rows of it (no empty version is written)."""
+        tbl = self.table()
+        where = f"partition = {sql_str(partition)}"
+        n = tbl.count_rows(where)
+        if not n:
+            return None
+        previous = tbl.version
+
+        def commit():
+            tbl.checkout_latest()
+            return tbl.delete(where)
+
+        result, _ = with_retries(commit, f"removing partition {partition!r} from {self.table_name!r}")
+        version = getattr(result, "version", None) or tbl.version
+        return {"uri": self.uri, "table": self.table_name, "version": version, "previous_version": previous,
+                "tag": self._tag(tbl, tag, version), "rows_removed": getattr(result, "num_deleted_rows", n),
+                "rows_total": tbl.count_rows()}
+
+    def partition_rows(self, partition: str, version: int | str | None = None) -> int:
+        """Rows of `partition` in the table (at `version`, a number or tag)."""
+        return self.table(version).count_rows(f"partition = {sql_str(partition)}")
+
     def ensure_indexes(self, vector_min_rows: int) -> dict[str, Any]:
         """A full-text index on `text` always; an ANN index (IVF-PQ, cosine) on the vectors once
         the table holds `vector_min_rows` rows. Index commits come after the tagged data version."""

@@ -63,7 +63,8 @@ def test_reproduce_after_the_table_moved_on(tmp_path, prose, instance):
     write_jsonl(root / "landing" / "b.jsonl", _rows(prose, 6, 14))
     _, meta = materialise_partition(root, instance)
     assert meta["store"]["lance/rows_removed"].value == 6 and meta["store"]["lance/version"].value > pinned
-    store = SampleStore(lance_input["uri"], "store")
+    assert not Path(lance_input["uri"]).is_absolute()  # pinned relative to the project root
+    store = SampleStore(root / lance_input["uri"], "store")
     # and old versions are cleaned up: the pinned one stays (tagged), untagged ones go
     store.cleanup(timedelta(0), protect={pinned})
     assert pinned in {v["version"] for v in store.versions()}
