@@ -124,3 +124,21 @@ def test_per_document_weights_over_a_lance_input(tmp_path, prose, instance):
     assert manifest.inputs[0]["kind"] == "lance" and manifest.doc_weights["rows"] == 6
     assert manifest.domains["licences"]["mean_doc_weight"] == pytest.approx(0.2) and manifest.domains["docs"]["mean_doc_weight"] == 1.0
     assert manifest.domains["licences"]["probability"] < manifest.domains["docs"]["probability"]
+
+
+def test_a_copied_project_reproduces_its_lance_input_from_the_copy(tmp_path, prose, instance):
+    import shutil
+
+    original = one_source_project(tmp_path / "proj", "lake", [{"name": "store", "op": "lance_table"}], _rows(prose, 0, 12))
+    (original / "assets" / "mix.yaml").write_text(MIXTURE)
+    assert materialise_partition(original, instance)[0].success
+    result = _materialise_mixture(original, instance)
+    manifest = read_manifest(result.get_asset_materialization_events()[0].materialization.metadata["manifest"].value)
+    assert manifest.inputs[0]["uri"] == "data/lake/lance"  # the table, pinned relative to the project root
+    copy = tmp_path / "moved" / "proj"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    proc = subprocess.run([str(BIN / "llmdata"), "reproduce", str(copy / manifest.path.relative_to(original)), "--project", str(copy)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["matches"]
