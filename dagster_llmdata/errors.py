@@ -50,6 +50,10 @@ class CpuModelError(LlmdataError, RuntimeError):
     """The model cannot be found or loaded (a setup problem, not one document's trouble)."""
 
 
+class JudgeUnavailable(StageFailed):
+    """The judge's server did not come up (answer GET /models) within the wait allowed."""
+
+
 # ---- sample store -----------------------------------------------------------------------------
 
 class StoreError(LlmdataError, RuntimeError):

@@ -1,6 +1,7 @@
 """A stand-in for an OpenAI-compatible judge server (`vllm serve`), for tests and benchmarks.
 
-    python tests/judge_server.py --port 0 [--latency-ms 50] [--api-key KEY]
+    python tests/judge_server.py --port 0 [--latency-ms 50] [--api-key KEY] [--startup-delay S]
+                                 [--loading-s S] [--slots N]
 
 prints its port on stdout, then serves POST /v1/chat/completions. It answers every request with
 a deterministic answer that follows the request's `response_format` json_schema: the score is
@@ -17,6 +18,13 @@ requests carrying that text), `[[fault:KIND=ARG]]`. Kinds:
   drop                   closes the connection without answering (default: once)
   400, 401, 404, ...     a client error with an OpenAI error body (always)
   malformed, schema, range, empty, refusal, refusal-field, length   a bad answer (always)
+A server that is still starting: --startup-delay S binds the port (printed at once) but listens
+only after S seconds, so connections are refused meanwhile (a model still loading before
+`vllm serve` listens); --loading-s S then answers every request 503 "Loading model" for S more
+seconds (llama.cpp's server while it loads). --slots N decodes at most N requests at once, the
+rest wait their turn (a single-slot llama.cpp server: --slots 1); like such a server it goes on
+with a request whose client has given up. GET /v1/models and /health answer when ready.
+
 GET /stats returns counters (requests, by status, max in flight, arrival times per text, the
 last request's body less its messages);
 POST /reset clears them."""
@@ -24,6 +32,7 @@ POST /reset clears them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -89,6 +98,12 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/stats":
             self._json(200, self.server.stats.snapshot())
+        elif self._loading():
+            return
+        elif self.path in ("/v1/models", "/models"):
+            self._json(200, {"object": "list", "data": [{"id": "judge-test", "object": "model", "owned_by": "test"}]})
+        elif self.path == "/health":
+            self._json(200, {"status": "ok"})
         else:
             self._error(404, f"no route GET {self.path}")
 
@@ -102,6 +117,8 @@ class JudgeHandler(BaseHTTPRequestHandler):
         if self.path not in ("/v1/chat/completions", "/chat/completions"):
             self._error(404, f"no route POST {self.path}")
             return
+        if self._loading():
+            return
         stats = self.server.stats
         with stats.lock:
             stats.requests += 1
@@ -109,12 +126,20 @@ class JudgeHandler(BaseHTTPRequestHandler):
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             stats.authorization = self.headers.get("Authorization")
         try:
-            if self.server.latency_s:
-                time.sleep(self.server.latency_s)
-            self._chat(body)
+            with self.server.slots:
+                if self.server.latency_s:
+                    time.sleep(self.server.latency_s)
+                self._chat(body)
         finally:
             with stats.lock:
                 stats.in_flight -= 1
+
+    def _loading(self) -> bool:
+        """Answers 503 while the server is still "loading its model" (--loading-s)."""
+        if time.monotonic() < self.server.ready_at:
+            self._error(503, "Loading model")
+            return True
+        return False
 
     def _chat(self, raw: bytes) -> None:
         try:
@@ -237,8 +262,11 @@ class JudgeServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # a burst of hundreds of connections must not be refused
 
-    def __init__(self, port: int, latency_s: float, api_key: str | None):
-        super().__init__(("127.0.0.1", port), JudgeHandler)
+    def __init__(self, port: int, latency_s: float, api_key: str | None, slots: int | None = None):
+        super().__init__(("127.0.0.1", port), JudgeHandler, bind_and_activate=False)
+        self.server_bind()  # bound, not listening: connections are refused until server_activate()
+        self.ready_at = 0.0
+        self.slots = threading.BoundedSemaphore(slots) if slots else contextlib.nullcontext()
         self.latency_s = latency_s
         self.api_key = api_key
         self.stats = Stats()
@@ -249,10 +277,16 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help="0: any free port (printed on stdout)")
     ap.add_argument("--latency-ms", type=float, default=0, help="added to every chat request")
     ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY`")
+    ap.add_argument("--startup-delay", type=float, default=0, help="seconds before it listens (connections refused)")
+    ap.add_argument("--loading-s", type=float, default=0, help="then seconds of 503 'Loading model' to every request")
+    ap.add_argument("--slots", type=int, default=None, help="chat requests decoded at once (the rest queue)")
     args = ap.parse_args()
-    server = JudgeServer(args.port, args.latency_ms / 1000, args.api_key)
+    server = JudgeServer(args.port, args.latency_ms / 1000, args.api_key, args.slots)
     print(server.server_address[1], flush=True)
     sys.stdout.close()  # the port is all stdout carries; nobody needs to drain it
+    time.sleep(args.startup_delay)
+    server.server_activate()
+    server.ready_at = time.monotonic() + args.loading_s
     server.serve_forever()
 
 

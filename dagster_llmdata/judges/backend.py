@@ -16,7 +16,7 @@ from dagster_llmdata.config import RuntimeSettings
 FAILURES = (
     "connection_refused", "timeout", "http_429", "http_5xx", "http_4xx",
     "malformed_json", "schema_violation", "score_out_of_range", "empty_completion", "refusal",
-    "backend_error",
+    "backend_error", "deadline_exceeded",
 )
 
 
@@ -69,6 +69,8 @@ class JudgeRuntime(RuntimeSettings):
     max_retries: int = Field(4, ge=0, le=20, description="Retries of a request after a connection error, timeout, 429, 5xx or an unusable answer.")
     backoff_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles each retry, with random jitter; a Retry-After header wins.")
     max_backoff_s: float = Field(30.0, ge=0, le=600, description="Longest delay between two retries.")
+    ready_timeout_s: float = Field(300.0, ge=0, le=86_400, description="Seconds to wait for the server to come up (GET base_url/models answers) before the first request, reported as it goes; then the stage fails (backend `openai`).")
+    deadline_s: float | None = Field(None, gt=0, le=604_800, description="Seconds the judge may take over one stage run; documents not judged by then are quarantined `deadline_exceeded`. None: no limit.")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one model is split over (backend `vllm`).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take (backend `vllm`).")
     cpu_threads: int | None = Field(None, ge=1, le=512, description="Threads for the CPU judge (backend `cpu`); None: all cores.")

@@ -12,12 +12,15 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
 import httpcore
 import httpx
 
+from dagster_llmdata.errors import JudgeUnavailable
+from dagster_llmdata.io.logs import status_interval, status_line
 from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
 
 SCHEMA_NAME = "judge_answer"
@@ -49,7 +52,10 @@ class OpenAIBackend:
     def __init__(self, runtime: JudgeRuntime, model: str):
         self.runtime = runtime
         self.model = model
-        self._url = runtime.base_url.rstrip("/") + "/chat/completions"
+        self._base = runtime.base_url.rstrip("/")
+        self._url = self._base + "/chat/completions"
+        # one deadline for the backend's life, which is one stage run (opened in __enter__)
+        self._deadline = time.monotonic() + runtime.deadline_s if runtime.deadline_s else None
         self._headers = {"Content-Type": "application/json"}
         if runtime.api_key_env:
             key = os.environ.get(runtime.api_key_env)
@@ -60,12 +66,58 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Queue[httpcore.AsyncConnectionPool] | None = None  # made in the loop
+        # connections taken out of use after timeouts (a server slower than we send), and the
+        # successes in a row since the last change: each timeout parks one, `in use` successes
+        # bring one back, so a single-slot server is not flooded with requests it cannot answer
+        # in time (each retried while the server still works on the abandoned one)
+        self._parked: list[httpcore.AsyncConnectionPool] = []
+        self._streak = 0
         self._request_headers = [(k.encode(), v.encode()) for k, v in self._headers.items()]
 
-    def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: Callable[[Completion], None] | None = None) -> list[Completion]:
+        """`on_done` is called (in the backend's thread) as each request finishes, for progress."""
         if not requests:
             return []
-        return asyncio.run_coroutine_threadsafe(self._complete_all(requests, validate), self._running_loop()).result()
+        return asyncio.run_coroutine_threadsafe(self._complete_all(requests, validate, on_done), self._running_loop()).result()
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.runtime.concurrency - len(self._parked)
+
+    def seconds_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def wait_ready(self) -> None:
+        """Block until the server answers GET base_url/models with any status under 500 (a 503
+        is a server still loading its model, a refused connection one not listening yet), saying
+        so every few seconds; JudgeUnavailable after `ready_timeout_s` (or the deadline)."""
+        limit = self.runtime.ready_timeout_s
+        if (left := self.seconds_left()) is not None:
+            limit = min(limit, max(0.0, left))
+        start, reported, why = time.monotonic(), None, ""
+        with httpx.Client(timeout=min(5.0, self.runtime.timeout_s), headers=self._headers) as http:
+            while True:
+                try:
+                    response = http.get(self._base + "/models")
+                    if response.status_code < 500:
+                        if reported is not None:
+                            status_line(f"judge server at {self._base} is up after {time.monotonic() - start:.0f} s")
+                        return
+                    why = f"HTTP {response.status_code}: {_error_message(response)}"
+                except httpx.ConnectError:
+                    why = "connection refused"
+                except httpx.TimeoutException:
+                    why = "no answer"
+                except httpx.TransportError as e:
+                    why = f"{type(e).__name__}: {e}"[:200]
+                now = time.monotonic()
+                if now - start >= limit:
+                    raise JudgeUnavailable(f"the judge server at {self._base} did not come up within {limit:g} s ({why}); "
+                                           "start it, check base_url, or raise ready_timeout_s")
+                if reported is None or now - reported >= status_interval():
+                    status_line(f"waiting for the judge server at {self._base} ({now - start:.0f} s of at most {limit:g} s: {why})")
+                    reported = now
+                time.sleep(max(0.0, min(1.0, limit - (now - start))))
 
     def close(self) -> None:
         with self._start_lock:
@@ -103,21 +155,35 @@ class OpenAIBackend:
         if self._slots is not None:
             while not self._slots.empty():
                 await self._slots.get_nowait().aclose()
+            while self._parked:
+                await self._parked.pop().aclose()
             self._slots = None
 
-    async def _complete_all(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+    async def _complete_all(self, requests: list[JudgeRequest], validate: Validator, on_done=None) -> list[Completion]:
         slots = await self._clients()
-        return list(await asyncio.gather(*(self._complete_one(slots, r, validate) for r in requests)))
+
+        async def one(request: JudgeRequest) -> Completion:
+            done = await self._complete_one(slots, request, validate)
+            if on_done is not None:
+                on_done(done)
+            return done
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def _complete_one(self, slots: asyncio.Queue[httpcore.AsyncConnectionPool], request: JudgeRequest, validate: Validator) -> Completion:
         body = json.dumps(self._body(request)).encode()
         done = Completion()
         for retry in range(self.runtime.max_retries + 1):
-            client = await slots.get()  # held per attempt, not while backing off, so others go ahead
+            left = self.seconds_left()
+            try:  # a connection is held per attempt, not while backing off, so others go ahead
+                client = await (slots.get() if left is None else asyncio.wait_for(slots.get(), max(0.0, left)))
+            except asyncio.TimeoutError:
+                return self._late(done)
+            attempt = None
             try:
-                attempt = await self._attempt(client, body, request.max_tokens, validate)
+                attempt = await self._attempt(client, body, request.max_tokens, validate, self.seconds_left())
             finally:
-                slots.put_nowait(client)
+                self._release(slots, client, attempt)
             done.attempts += 1
             done.tokens_in += attempt.tokens_in
             done.tokens_out += attempt.tokens_out
@@ -125,10 +191,34 @@ class OpenAIBackend:
                 done.text, done.error, done.detail = attempt.text, None, None
                 return done
             done.error, done.detail = attempt.error, attempt.detail
+            if (left := self.seconds_left()) is not None and left <= 0:
+                return self._late(done)
             if not attempt.retry or retry == self.runtime.max_retries:
                 break
-            await asyncio.sleep(self._delay(retry, attempt.retry_after))
+            delay = self._delay(retry, attempt.retry_after)
+            await asyncio.sleep(delay if left is None else min(delay, left))
         return done
+
+    def _late(self, done: Completion) -> Completion:
+        last = f" (last attempt: {done.error}: {done.detail})" if done.error else ""
+        done.error, done.detail = "deadline_exceeded", f"the judge's deadline_s={self.runtime.deadline_s:g} passed before this document was judged{last}"
+        return done
+
+    def _release(self, slots: asyncio.Queue, client: httpcore.AsyncConnectionPool, attempt: _Attempt | None) -> None:
+        """Hand the connection back, or park it after a timeout (see `_parked`)."""
+        if attempt is not None and attempt.error == "timeout" and self.in_flight_limit > 1:
+            if not self._parked:
+                status_line(f"judge requests to {self._base} time out after {self.runtime.timeout_s:g} s: "
+                            "sending fewer at once (the server is slower than the requests in flight)")
+            self._parked.append(client)
+            self._streak = 0
+            return
+        slots.put_nowait(client)
+        if attempt is not None and attempt.error is None:
+            self._streak += 1
+            if self._parked and self._streak >= self.in_flight_limit:
+                slots.put_nowait(self._parked.pop())
+                self._streak = 0
 
     def _body(self, request: JudgeRequest) -> dict:
         return {
@@ -150,8 +240,9 @@ class OpenAIBackend:
             return min(retry_after, cap)
         return random.uniform(0, min(cap, self.runtime.backoff_s * 2**retry))
 
-    async def _attempt(self, client: httpcore.AsyncConnectionPool, body: bytes, max_tokens: int, validate: Validator) -> _Attempt:
-        timeout = self.runtime.timeout_s
+    async def _attempt(self, client: httpcore.AsyncConnectionPool, body: bytes, max_tokens: int, validate: Validator,
+                       left: float | None = None) -> _Attempt:
+        timeout = self.runtime.timeout_s if left is None else max(0.001, min(self.runtime.timeout_s, left))
         headers = [*self._request_headers, (b"Content-Length", str(len(body)).encode())]
         limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         try:

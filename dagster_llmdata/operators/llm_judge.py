@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from datatrove.data import Document
 from pydantic import Field
 
-from dagster_llmdata.io.parquet_store import iter_batches, list_parquet
+from dagster_llmdata.io.logs import ProgressLines, status_line
+from dagster_llmdata.io.parquet_store import count_rows, iter_batches, list_parquet
 from dagster_llmdata.judges.answer import JudgeAnswer, parse_answer, validator
 from dagster_llmdata.judges.backend import JudgeBackend, JudgeRequest, JudgeRuntime
 from dagster_llmdata.judges.cache import CachedScore, CacheKey, ScoreCache, default_cache_dir, text_hash
@@ -105,10 +106,15 @@ class LlmJudgeFn(BatchFunction):
         self._backend: JudgeBackend | None = None
         self._cache: ScoreCache | None = None
         self._truncate: Truncator | None = None
+        self.expected: int | None = None  # documents this run will see, when known (for progress)
+        self._progress: ProgressLines | None = None
 
     def __enter__(self):
         p = self.params
         self._backend = make_backend(p.backend, self.runtime, p.model)
+        if hasattr(self._backend, "wait_ready"):  # a server still starting is waited for, not judged as refusing
+            self._backend.wait_ready()
+        self._progress = ProgressLines("llm_judge", self.expected, what="docs judged")
         self._cache = ScoreCache(self.runtime.cache_dir or default_cache_dir())
         tokenizer = None
         if p.tokenizer:
@@ -121,6 +127,9 @@ class LlmJudgeFn(BatchFunction):
         return self
 
     def __exit__(self, *exc):
+        if self._progress is not None and self._progress.done:
+            late = self.counters["failed_deadline_exceeded"]
+            status_line(self._progress.line(f"{late} quarantined deadline_exceeded" if late else "done"))
         for resource in (self._backend, self._cache):
             if resource is not None:
                 resource.close()
@@ -150,7 +159,17 @@ class LlmJudgeFn(BatchFunction):
             if keys[i] in cached:
                 verdicts[i] = self._scored(docs[i], parse_answer(cached[keys[i]].answer, rubric))
         requests = [JudgeRequest(rubric.messages(sent[i]), rubric.answer_schema(), p.max_output_tokens) for i in todo]
-        completions = self._backend.complete(requests, validator(rubric)) if requests else []
+        progress = self._progress
+        if progress is not None:
+            progress.advance(len(docs) - len(todo), failed=len(docs) - len(keys))
+        streams = hasattr(self._backend, "wait_ready")  # the openai backend reports each request as it ends
+        if requests and streams and progress is not None:
+            limit = lambda: f"{self._backend.in_flight_limit} in flight at most" if self._backend.in_flight_limit < self.runtime.concurrency else ""
+            completions = self._backend.complete(requests, validator(rubric), lambda c: progress.advance(1, failed=c.error is not None, note=limit()))
+        else:
+            completions = self._backend.complete(requests, validator(rubric)) if requests else []
+            if progress is not None:
+                progress.advance(len(completions), failed=sum(c.error is not None for c in completions))
         fresh = []
         for i, completion in zip(todo, completions):
             self.counters["requests"] += completion.attempts
@@ -210,6 +229,13 @@ class LlmJudge(Operator):
 
     def batch_fn(self) -> LlmJudgeFn:
         return LlmJudgeFn(self.params, self.runtime, self.rubric)
+
+    def routed_step(self, run: StageRun, schema: pa.Schema, fn=None):
+        fn = self.batch_fn() if fn is None else fn
+        # the total for progress lines: known when one task reads an input that exists (not inside a fused pass)
+        if isinstance(fn, LlmJudgeFn) and run.tasks == 1 and run.input_files and all(Path(f).is_file() for f in run.input_files):
+            fn.expected = count_rows(run.input_files)
+        return super().routed_step(run, schema, fn)
 
     def forget_partition(self, run: StageRun) -> dict[str, Any] | None:
         return forget_judged(run, self.params, self.runtime)
