@@ -31,6 +31,7 @@ WORKSPACE = "load_from:\n  - python_module: {module_name: dagster_llmdata.locati
 
 
 def run(root: Path, *cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    (root / ".dagster_home").mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k != "LLMDATA_STRICT"}
     env = {**base, "DAGSTER_HOME": str(root / ".dagster_home"), "LLMDATA_PROJECT": str(root), **(env or {})}
     return subprocess.run(list(cmd), cwd=root, capture_output=True, text=True, env=env, timeout=300)
@@ -51,6 +52,7 @@ def two_pipelines(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # five processes loading Dagster, two of them `dagster definitions validate`
 def test_check_and_strict_fail_on_a_broken_spec_and_pass_once_it_is_fixed(two_pipelines):
     root = two_pipelines
     assert llmdata(root, "check").returncode == 0
