@@ -112,10 +112,10 @@ class OpenAIBackend:
                     why = f"{type(e).__name__}: {e}"[:200]
                 now = time.monotonic()
                 if now - start >= limit:
-                    raise JudgeUnavailable(f"the judge server at {self._base} did not come up within {limit:g} s ({why}); "
+                    raise JudgeUnavailable(f"the judge server at {self._base} did not come up within {limit:.0f} s ({why}); "
                                            "start it, check base_url, or raise ready_timeout_s")
                 if reported is None or now - reported >= status_interval():
-                    status_line(f"waiting for the judge server at {self._base} ({now - start:.0f} s of at most {limit:g} s: {why})")
+                    status_line(f"waiting for the judge server at {self._base} ({now - start:.0f} s of at most {limit:.0f} s: {why})")
                     reported = now
                 time.sleep(max(0.0, min(1.0, limit - (now - start))))
 
