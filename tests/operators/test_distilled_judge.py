@@ -47,9 +47,10 @@ def test_sample_judged_everything_scored_agreement_checked(judge_url, tmp_path, 
 def test_a_judge_that_scores_nothing_fails_the_stage_clearly(tmp_path, prose, monkeypatch):
     monkeypatch.setenv("LLMDATA_CACHE_DIR", str(tmp_path / "cache"))
     src = write_jsonl(tmp_path / "in.jsonl", _corpus(prose)[:50])
-    with pytest.raises(Exception, match="the judge scored none of the 50 sampled documents.*connection_refused"):
+    # no server at all: the judge's readiness wait fails the stage in one line, naming the server
+    with pytest.raises(Exception, match=r"judge server at http://127.0.0.1:9/v1 did not come up within 1 s \(connection refused\)"):
         apply_operator("distilled_judge", src, tmp_path / "o.parquet", {"sample_size": 50},
-                       runtime={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2})
+                       runtime={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2, "ready_timeout_s": 1})
 
 
 def test_degenerate_samples_still_score_everything_and_the_check_says_why(judge_url, tmp_path, prose):
