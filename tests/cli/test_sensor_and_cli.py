@@ -136,4 +136,4 @@ def test_odd_landing_names(project, instance, prose):
 def test_rejected_with_an_unknown_stage_lists_the_stages(project):
     res = subprocess.run([str(BIN / "llmdata"), "rejected", "quality_filterd", "--project", str(project)], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "did you mean 'quality_filtered'" in res.stderr and "its stages: raw, normalized, deduplicated" in res.stderr
+    assert "did you mean 'quality_filtered'" in res.stderr and "there: tiny/raw, tiny/normalized, tiny/deduplicated" in res.stderr

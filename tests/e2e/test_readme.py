@@ -187,10 +187,28 @@ def _table_rows(text: str) -> list[str]:
     return rows
 
 
+def _row(line: str) -> tuple[str, str, list[int], str]:
+    stage, op, *rest = line.split(None, 6)
+    numbers, reasons = rest[:4], rest[4] if len(rest) > 4 else ""
+    first = reasons.removeprefix("quarantined: ").split("=")[0] if reasons else ""
+    return stage, op, [int(n) for n in numbers], first
+
+
+def _close(a: int, b: int) -> bool:
+    return abs(a - b) <= max(10, 0.03 * max(a, b))
+
+
 @pytest.mark.slow
 def test_readme_demo_table_is_what_the_demo_printed(scratch):
+    """Same stages, operators and main reasons; counts equal up to what machine load moves: HTML
+    extraction has a per-document timeout, so a loaded machine extracts a few pages fewer and the
+    counts downstream shift by a few (at most 3%, or 10 documents)."""
     marker = next((i for i, b in enumerate(BLOCKS) if DEMO_TABLE in b.note), None)
     assert marker is not None, f"README.md has no block marked {DEMO_TABLE!r}"
     printed, documented = _table_rows(scratch["demo_stdout"]), _table_rows(BLOCKS[marker].text)
-    assert documented == printed, ("README.md's demo table is not what `llmdata demo` prints now; "
-                                   "`python bench/readme_demo_table.py` regenerates it:\n" + "\n".join(printed))
+    hint = "README.md's demo table is not what `llmdata demo` prints now; `python bench/readme_demo_table.py` rewrites it:\n"
+    assert printed[0].split() == documented[0].split(), hint + "\n".join(printed)
+    got, want = [_row(r) for r in printed[1:]], [_row(r) for r in documented[1:]]
+    assert [g[:2] for g in got] == [w[:2] for w in want], hint + "\n".join(printed)
+    for g, w in zip(got, want):
+        assert all(_close(a, b) for a, b in zip(g[2], w[2])) and g[3] == w[3], hint + f"{g} vs README {w}\n" + "\n".join(printed)
