@@ -117,6 +117,7 @@ class PipelineComponent(_SpecComponent):
     storage: str = _like(PipelineSpec, "storage")
     executor: dict[str, Any] = _like(PipelineSpec, "executor")
     sources: list[dict[str, Any]] = _like(PipelineSpec, "sources")
+    source: dict[str, Any] | None = _like(PipelineSpec, "source")
     stages: list[dict[str, Any]] = _like(PipelineSpec, "stages")
     automation: dict[str, Any] | None = _like(PipelineSpec, "automation")
     landing_sensor: dict[str, Any] | None = Field(
