@@ -101,7 +101,7 @@ class ProgressLines:
         self.start = self._last = time.monotonic()
         self._lock = threading.Lock()
 
-    def advance(self, n: int = 1, failed: int = 0, note: str = "") -> None:
+    def advance(self, n: int = 1, failed: int = 0) -> None:
         with self._lock:
             self.done += n
             self.failed += failed
@@ -109,7 +109,7 @@ class ProgressLines:
             if now - self._last < self.interval:
                 return
             self._last = now
-        status_line(self.line(note))
+        status_line(self.line())
 
     def line(self, note: str = "") -> str:
         of = f"/{self.total}" if self.total is not None else ""

@@ -47,13 +47,30 @@ class Completion:
 Validator = Callable[[str], str | None]
 
 
+OnDone = Callable[["Completion"], None]  # told of each request as it finishes (for progress)
+
+
 class JudgeBackend(Protocol):
-    def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
-        """One Completion per request, in order. Transient failures (connection, timeout, 429, 5xx,
-        an answer `validate` refuses) are retried up to the runtime's limits first."""
+    def wait_ready(self) -> None:
+        """Return once the model can answer (a server that is still starting is waited for);
+        JudgeUnavailable if it does not come up in time. In-process backends are ready once built."""
+        ...
+
+    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: OnDone | None = None) -> list[Completion]:
+        """One Completion per request, in order, each also passed to `on_done` as it finishes.
+        Transient failures (connection, timeout, 429, 5xx, an answer `validate` refuses) are
+        retried up to the runtime's limits first."""
         ...
 
     def close(self) -> None: ...
+
+
+def announce(completions: list[Completion], on_done: OnDone | None) -> list[Completion]:
+    """For backends that finish a whole batch at once: tell `on_done` of each, then return them."""
+    if on_done is not None:
+        for completion in completions:
+            on_done(completion)
+    return completions
 
 
 class JudgeRuntime(RuntimeSettings):

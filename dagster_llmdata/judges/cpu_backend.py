@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster_llmdata.errors import CpuModelError
-from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, OnDone, Validator, announce
 
 WEAK_JUDGE_NOTE = (
     "weak judge: a 135M-parameter model on CPU gives noisy scores; use it to see the pipeline "
@@ -304,7 +304,10 @@ class CpuBackend:
         self._load()
         return self._tokenizer
 
-    def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+    def wait_ready(self) -> None:
+        self._load()
+
+    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: OnDone | None = None) -> list[Completion]:
         self._load()
         results: list[Completion | None] = [None] * len(requests)
         context = self._model.config.max_position_embeddings
@@ -339,7 +342,7 @@ class CpuBackend:
                     tokens_out=written,
                     attempts=1,  # decoding is greedy: a retry would write the same answer
                 )
-        return [r for r in results if r is not None]
+        return announce([r for r in results if r is not None], on_done)
 
     def _decode(self, batch: list[_Job]) -> list[tuple[str, int]]:
         """The prompts' shared start (the rubric) in one forward pass, their own ends left-padded in

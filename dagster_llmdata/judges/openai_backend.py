@@ -12,7 +12,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -21,7 +20,7 @@ import httpx
 
 from dagster_llmdata.errors import JudgeUnavailable
 from dagster_llmdata.io.logs import status_interval, status_line
-from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, OnDone, Validator
 
 SCHEMA_NAME = "judge_answer"
 
@@ -74,7 +73,7 @@ class OpenAIBackend:
         self._streak = 0
         self._request_headers = [(k.encode(), v.encode()) for k, v in self._headers.items()]
 
-    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: Callable[[Completion], None] | None = None) -> list[Completion]:
+    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: OnDone | None = None) -> list[Completion]:
         """`on_done` is called (in the backend's thread) as each request finishes, for progress."""
         if not requests:
             return []
@@ -159,7 +158,7 @@ class OpenAIBackend:
                 await self._parked.pop().aclose()
             self._slots = None
 
-    async def _complete_all(self, requests: list[JudgeRequest], validate: Validator, on_done=None) -> list[Completion]:
+    async def _complete_all(self, requests: list[JudgeRequest], validate: Validator, on_done: OnDone | None) -> list[Completion]:
         slots = await self._clients()
 
         async def one(request: JudgeRequest) -> Completion:

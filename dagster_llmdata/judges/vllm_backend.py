@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, Validator
+from dagster_llmdata.judges.backend import Completion, JudgeRequest, JudgeRuntime, OnDone, Validator, announce
 
 INSTALL_HINT = "the vllm judge backend needs vLLM: pip install 'dagster-llmdata[vllm]' on a machine with a GPU"
 
@@ -78,7 +78,13 @@ class VllmBackend:
         structured = self._structured_outputs(**kwargs["structured_outputs"])
         return self._sampling_params(**{**kwargs, "structured_outputs": structured})
 
-    def complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
+    def wait_ready(self) -> None:
+        """In process: ready once `vllm.LLM` is built (in the constructor)."""
+
+    def complete(self, requests: list[JudgeRequest], validate: Validator, on_done: OnDone | None = None) -> list[Completion]:
+        return announce(self._complete(requests, validate), on_done)
+
+    def _complete(self, requests: list[JudgeRequest], validate: Validator) -> list[Completion]:
         if not requests:
             return []
         conversations, sampling = build_vllm_inputs(requests)

@@ -112,8 +112,7 @@ class LlmJudgeFn(BatchFunction):
     def __enter__(self):
         p = self.params
         self._backend = make_backend(p.backend, self.runtime, p.model)
-        if hasattr(self._backend, "wait_ready"):  # a server still starting is waited for, not judged as refusing
-            self._backend.wait_ready()
+        self._backend.wait_ready()  # a server still starting is waited for, not judged as refusing
         self._progress = ProgressLines("llm_judge", self.expected, what="docs judged")
         self._cache = ScoreCache(self.runtime.cache_dir or default_cache_dir())
         tokenizer = None
@@ -160,16 +159,8 @@ class LlmJudgeFn(BatchFunction):
                 verdicts[i] = self._scored(docs[i], parse_answer(cached[keys[i]].answer, rubric))
         requests = [JudgeRequest(rubric.messages(sent[i]), rubric.answer_schema(), p.max_output_tokens) for i in todo]
         progress = self._progress
-        if progress is not None:
-            progress.advance(len(docs) - len(todo), failed=len(docs) - len(keys))
-        streams = hasattr(self._backend, "wait_ready")  # the openai backend reports each request as it ends
-        if requests and streams and progress is not None:
-            limit = lambda: f"{self._backend.in_flight_limit} in flight at most" if self._backend.in_flight_limit < self.runtime.concurrency else ""
-            completions = self._backend.complete(requests, validator(rubric), lambda c: progress.advance(1, failed=c.error is not None, note=limit()))
-        else:
-            completions = self._backend.complete(requests, validator(rubric)) if requests else []
-            if progress is not None:
-                progress.advance(len(completions), failed=sum(c.error is not None for c in completions))
+        progress.advance(len(docs) - len(todo), failed=len(docs) - len(keys))
+        completions = self._backend.complete(requests, validator(rubric), lambda c: progress.advance(1, failed=c.error is not None)) if requests else []
         fresh = []
         for i, completion in zip(todo, completions):
             self.counters["requests"] += completion.attempts
