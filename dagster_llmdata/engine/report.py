@@ -14,7 +14,7 @@ def stage_rows(spec: PipelineSpec, root: Path) -> list[dict]:
     layout = PipelineLayout((root / spec.storage).resolve(), spec.pipeline)
     rows = []
     for stage in spec.stages:
-        totals = {"stage": stage.name, "op": stage.op, "partitions": 0, "n_in": 0, "n_out": 0, "rejected": {}, "quarantined": {}}
+        totals = {"stage": stage.name, "op": stage.op, "partitions": 0, "n_in": 0, "n_out": 0, "rejected": {}, "quarantined": {}, "skipped": {}}
         for part in layout.partitions_on_disk(stage.name):
             record = load_record(layout.data_dir(stage.name, part))
             if not record:
@@ -26,6 +26,11 @@ def stage_rows(spec: PipelineSpec, root: Path) -> list[dict]:
             for key in ("rejected", "quarantined"):
                 for reason, n in led[key].items():
                     totals[key][reason] = totals[key].get(reason, 0) + n
+            # files a source passed over without reading (hidden ones): not documents, so not in the ledger
+            for name, n in record.get("metadata_plain", {}).items():
+                if name.startswith("skipped_") and isinstance(n, int) and n:
+                    what = name.removeprefix("skipped_")
+                    totals["skipped"][what] = totals["skipped"].get(what, 0) + n
         rows.append(totals)
     return rows
 
@@ -38,6 +43,8 @@ def stage_table(spec: PipelineSpec, root: Path) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(r["rejected"].items(), key=lambda kv: -kv[1]))
         if r["quarantined"]:
             reasons += ("; " if reasons else "") + "quarantined: " + ", ".join(f"{k}={v}" for k, v in r["quarantined"].items())
+        if r["skipped"]:
+            reasons += ("; " if reasons else "") + "skipped (not read): " + ", ".join(f"{k}={v}" for k, v in r["skipped"].items())
         lines.append(f"{r['stage']:22s} {r['op']:18s} {r['n_in']:8d} {r['n_out']:8d} {dropped:8d} {quarantined:6d}  {reasons}")
     return "\n".join(lines)
 
