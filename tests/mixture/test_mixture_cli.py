@@ -11,7 +11,7 @@ from dagster_llmdata.cli.main import main
 from ..mixture_helpers import mixture_project
 
 
-def _csvs(tmp_path, n=24):
+def _csvs(tmp_path, n=200):
     rng = np.random.default_rng(1)
     X = rng.dirichlet(np.ones(3), n)
     y = ((X - np.array([0.2, 0.2, 0.6])) ** 2).sum(1) + 1.5
