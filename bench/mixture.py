@@ -168,7 +168,7 @@ def run_seed(seed: int, steps: int, batch: int, grid: int, proxy_runs: int) -> d
         return state["s"]["weights"]
 
     train(bed, steps, batch, seed + 7, uniform, online=doremi_online)
-    dw = state["s"]["average"]
+    dw = state["s"]["average_weights"]
     record("doremi", *train(bed, steps, batch, seed, dw), dw, extra_steps=2 * steps)
 
     # ODM: online, reward = per-domain training loss
