@@ -1,5 +1,6 @@
-"""`llmdata mixture ...`: RegMix over proxy-run CSVs, a mixture's latest manifest, feedback from
-the command line or a TensorBoard log dir; and `llmdata train-demo`."""
+"""`llmdata mixture ...`: RegMix over proxy-run CSVs, replaying feedback through DoReMi / ODM
+(`update`), a mixture's latest manifest, feedback from the command line or a TensorBoard log dir;
+and `llmdata train-demo`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,37 @@ def cmd_regmix(args) -> int:
     except (MixtureError, json.JSONDecodeError) as exc:
         print(f"llmdata mixture regmix: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_update(args) -> int:
+    from dagster_llmdata.mixture.replay import read_feedback, replay
+
+    def fail(msg: str) -> int:
+        print(f"llmdata mixture update: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        return fail(f"--params is not JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(params, dict):
+        return fail("--params must be a JSON object")
+    state = None
+    if args.state:
+        try:
+            state = json.loads(Path(args.state).read_text(encoding="utf-8"))
+        except OSError as exc:
+            return fail(f"cannot read {args.state}: {exc.strerror}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return fail(f"{args.state}: not a JSON state ({exc})")
+    try:
+        result = replay(args.algorithm, read_feedback(args.losses), params, state, source=args.losses)
+    except MixtureError as exc:
+        return fail(str(exc))
+    if result["state"].get("note"):
+        print(f"note: {result['state']['note']}", file=sys.stderr)
+    print(json.dumps(result))
     return 0
 
 
@@ -119,6 +151,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", help="also write the result as JSON here")
     r.set_defaults(func=cmd_regmix)
+
+    u = msub.add_parser("update", help="replay per-domain losses (JSON lines) through DoReMi or ODM and print weights and state",
+                        description='One JSON object per line: {"step": N, "losses": {domain: loss or [per-token losses]}, '
+                                    '"reference": {domain: loss} (DoReMi), "probabilities": {domain: p} (ODM, optional)}. '
+                                    'Prints {"weights", "average_weights" (DoReMi), "state"}.')
+    u.add_argument("--algorithm", required=True, choices=["doremi", "odm"])
+    u.add_argument("--params", help='JSON object, e.g. {"eta": 1.0, "smoothing": 0.001} (doremi) or {"reward_scale": 0.1} (odm)')
+    u.add_argument("--state", help="a state (or a previous output of this command) to continue from; default: uniform over the domains seen")
+    u.add_argument("--losses", required=True, help="the feedback file (JSON lines)")
+    u.set_defaults(func=cmd_update)
 
     s = msub.add_parser("show", help="print a manifest (a file, or a mixture's manifests folder for its latest)")
     s.add_argument("manifest")
