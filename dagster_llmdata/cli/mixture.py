@@ -18,7 +18,7 @@ def cmd_regmix(args) -> int:
     try:
         runs = read_proxy_runs(args.mixtures, args.losses, args.target)
         prior = json.loads(args.prior) if args.prior else None
-        result = regmix(runs, prior=prior, n_samples=args.samples, top_k=args.top_k, seed=args.seed)
+        result = regmix(runs, prior=prior, n_samples=args.samples, top_k=args.top_k, seed=args.seed, min_spearman=args.min_spearman)
         print(f"RegMix over {result.n_runs} proxy runs, target {args.target!r}, regressor {result.regressor}")
         spearman = "n/a (too few runs)" if result.cv_spearman is None else f"{result.cv_spearman:.4f}"
         print(f"cross-validated Spearman: {spearman}")
@@ -145,10 +145,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--target", required=True, help="losses CSV column to minimise")
     r.add_argument("--predict", help="another mixtures CSV to predict the target for")
     r.add_argument("--out", help="where --predict writes `index,predicted`")
-    r.add_argument("--top-k", type=int, default=100)
-    r.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched")
+    r.add_argument("--top-k", type=int, default=128, help="how many of the best predicted mixtures to average (paper: 128)")
+    r.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched (paper: 100k)")
+    r.add_argument("--min-spearman", type=float, default=0.5,
+                   help="refuse (exit 2) when the cross-validated Spearman of the regressor is below this")
     r.add_argument("--prior", help='JSON {domain: share} to centre the search on (e.g. token shares); default uniform')
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=None, help="default: the published seed 42")
     r.add_argument("--json", help="also write the result as JSON here")
     r.set_defaults(func=cmd_regmix)
 

@@ -55,3 +55,12 @@ def test_report_and_show_commands(tmp_path, capsys):
     assert main(["mixture", "show", str(m.path.parent)]) == 0
     out = capsys.readouterr().out
     assert f"version {m.version}" in out and "prose" in out
+
+
+def test_regmix_command_refuses_below_the_spearman_gate(tmp_path, capsys):
+    _csvs(tmp_path, n=24)  # 24 runs: LightGBM's published settings cannot split (20 per leaf), nothing is ranked
+    rc = main(["mixture", "regmix", "--mixtures", str(tmp_path / "m.csv"), "--losses", str(tmp_path / "l.csv"), "--target", "val/books",
+               "--samples", "2000", "--top-k", "16"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "mixture:" not in out
+    assert "RegMix refused: cross-validated Spearman over 24 proxy runs is" in err and "below the gate 0.5" in err
