@@ -143,7 +143,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, seed: int | None, params: dict[str, A
         return name, model
     import lightgbm as lgb
 
-    n_hold = max(1, int(round(len(y) * HOLDOUT_FRACTION)))
+    n_hold = max(1, round(len(y) * HOLDOUT_FRACTION))
     if len(y) - n_hold < 2:
         model.fit(X, y)
         return name, model

@@ -39,7 +39,7 @@ def k_for(batch_size: int, fraction: float) -> int:
     """How many of `batch_size` to keep for a selection `fraction` in (0, 1] (at least 1)."""
     if not 0 < fraction <= 1:
         raise MixtureError(f"selection fraction must be in (0, 1], got {fraction}")
-    return max(1, int(round(batch_size * fraction)))
+    return max(1, round(batch_size * fraction))
 
 
 def loss_selection(losses: Sequence[float] | np.ndarray, k: int) -> np.ndarray:

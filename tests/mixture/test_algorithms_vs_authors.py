@@ -21,8 +21,15 @@ import pytest
 from dagster_llmdata.errors import MixtureError
 from dagster_llmdata.mixture import algorithms as alg
 from dagster_llmdata.mixture import selection
-from dagster_llmdata.mixture.regmix import (LGBM_PARAMS, ProxyRuns, make_regressor, proxy_mixtures, regmix,
-                                            repetition_caps, search)
+from dagster_llmdata.mixture.regmix import (
+    LGBM_PARAMS,
+    ProxyRuns,
+    make_regressor,
+    proxy_mixtures,
+    regmix,
+    repetition_caps,
+    search,
+)
 
 D = ["a", "b", "c"]
 

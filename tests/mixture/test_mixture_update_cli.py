@@ -120,9 +120,9 @@ def test_bad_params_state_and_missing_reference(tmp_path, capsys):
 def test_as_a_process_no_traceback(tmp_path):
     fb = _write(tmp_path / "fb.jsonl", [{"step": 1, "losses": {"a": 1.0}}, "{not json"])
     bad = subprocess.run([sys.executable, "-m", "dagster_llmdata.cli", "mixture", "update", "--algorithm", "odm", "--losses", str(fb)],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and f"{fb}:2: not JSON" in bad.stderr
     good = _write(tmp_path / "ok.jsonl", [{"step": 1, "losses": {"a": 1.0}}, {"step": 2, "losses": {"b": 3.0}}])
     ok = subprocess.run([sys.executable, "-m", "dagster_llmdata.cli", "mixture", "update", "--algorithm", "odm", "--losses", str(good)],
-                        capture_output=True, text=True, timeout=120)
+                        check=False, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and sum(json.loads(ok.stdout)["weights"].values()) == pytest.approx(1)
