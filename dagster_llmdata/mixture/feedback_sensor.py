@@ -109,6 +109,8 @@ def evaluate(entry: TrainingFeedbackSensorSpec, spec: MixtureSpec, root: Path, a
             continue
         losses = {d: v for d, v in store.losses_at(run, step).items() if d in domains}
         p = {**params, "step": step}
+        if algorithm == "odm":  # EXP3 importance-weights with what the run was sampling with, not the bandit's latest guess
+            p["probabilities"] = rs["weights"]
         if algorithm == "doremi" and entry.reference_run:
             p["reference_losses"] = store.losses_at(entry.reference_run, step)
         try:
