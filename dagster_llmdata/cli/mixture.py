@@ -41,6 +41,28 @@ def cmd_regmix(args) -> int:
     return 0
 
 
+def cmd_proxies(args) -> int:
+    from dagster_llmdata.mixture.regmix import proxy_mixtures, repetition_caps, write_mixtures_csv
+
+    try:
+        tokens = json.loads(args.tokens)
+        if not isinstance(tokens, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in tokens.values()):
+            raise MixtureError("--tokens must be a JSON object {domain: tokens >= 0}")
+        prior = {d: float(n) for d, n in tokens.items()}
+        caps = repetition_caps(tokens, args.budget, args.max_epochs) if args.budget else None
+        domains, X = proxy_mixtures(prior, args.n, caps=caps, max_epochs=args.max_epochs, seed=args.seed)
+        n = write_mixtures_csv(domains, X, args.out)
+    except json.JSONDecodeError as exc:
+        print(f"llmdata mixture proxies: --tokens is not JSON ({exc.msg})", file=sys.stderr)
+        return 2
+    except MixtureError as exc:
+        print(f"llmdata mixture proxies: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} proxy mixtures over {len(domains)} domains to {args.out}"
+          + (f" (each domain capped at {args.max_epochs:g} epochs of {args.budget} tokens)" if args.budget else ""))
+    return 0
+
+
 def cmd_update(args) -> int:
     from dagster_llmdata.mixture.replay import read_feedback, replay
 
@@ -153,6 +175,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=None, help="default: the published seed 42")
     r.add_argument("--json", help="also write the result as JSON here")
     r.set_defaults(func=cmd_regmix)
+
+    x = msub.add_parser("proxies", help="write RegMix proxy-run mixtures (Dirichlet around the token prior, repetition-capped)")
+    x.add_argument("--tokens", required=True, help='JSON {domain: tokens}: the prior and, with --budget, the repetition caps')
+    x.add_argument("--n", type=int, default=64, help="how many proxy mixtures")
+    x.add_argument("--budget", type=int, help="the target run's token budget; caps a domain at tokens * max_epochs / budget")
+    x.add_argument("--max-epochs", type=float, default=4.0)
+    x.add_argument("--seed", type=int, default=42)
+    x.add_argument("--out", required=True, help="mixtures CSV to write (index + one column per domain)")
+    x.set_defaults(func=cmd_proxies)
 
     u = msub.add_parser("update", help="replay per-domain losses (JSON lines) through DoReMi or ODM and print weights and state",
                         description='One JSON object per line: {"step": N, "losses": {domain: loss or [per-token losses]}, '

@@ -310,6 +310,17 @@ def regmix(runs: ProxyRuns, prior: dict[str, float] | None = None, n_samples: in
     return RegMixResult(weights, score, name, len(runs.y), predicted, state)
 
 
+def write_mixtures_csv(domains: list[str], X: np.ndarray, out: str | Path, prefix: str = "proxy") -> int:
+    """A mixtures CSV (`index` + one column per domain) in the layout `read_mixtures` reads."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", *domains])
+        for i, row in enumerate(X, 1):
+            w.writerow([f"{prefix}{i}", *(f"{float(v):.6g}" for v in row)])
+    return len(X)
+
+
 def predict_csv(model, domains: list[str], mixtures: str | Path, out: str | Path) -> int:
     _, index, X = read_mixtures(mixtures, domains)
     pred = model.predict(X)

@@ -64,3 +64,15 @@ def test_regmix_command_refuses_below_the_spearman_gate(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 2 and "mixture:" not in out
     assert "RegMix refused: cross-validated Spearman over 24 proxy runs is" in err and "below the gate 0.5" in err
+
+
+def test_proxies_command_writes_capped_mixtures_regmix_reads(tmp_path, capsys):
+    out = tmp_path / "proxies.csv"
+    rc = main(["mixture", "proxies", "--tokens", '{"web": 900000, "code": 300000, "books": 20000}', "--budget", "400000",
+               "--n", "32", "--out", str(out)])
+    assert rc == 0 and "wrote 32 proxy mixtures over 3 domains" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert len(rows) == 32 and rows[0]["index"] == "proxy1"
+    assert max(float(r["books"]) for r in rows) <= 20000 * 4 / 400000 + 1e-4  # books repeats at most 4 epochs
+    rc = main(["mixture", "proxies", "--tokens", '{"a": 10, "b": 10}', "--budget", "1000", "--out", str(out)])
+    assert rc == 2 and "without repeating some domain more than 4 epochs" in capsys.readouterr().err
