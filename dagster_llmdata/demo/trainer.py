@@ -101,7 +101,9 @@ def train(name: str, root: Path, start: Manifest, steps: int, report_every: int,
     lm = ByteLM(seed)
     rng = np.random.default_rng(seed)
     manifest, position = start, 0
-    stream = iter(MixtureDataset(manifest, columns=["text", "domain"], limit=0))
+    # endless and uncapped: the demo trains for a fixed number of steps, whatever the data's size
+    ds = MixtureDataset(manifest, columns=["text", "domain"], limit=0, epoch_cap=None)
+    stream = iter(ds)
     store = open_store(store_path) if run_id and store_path else None
     versions = [(0, manifest.version)]
     if store:
@@ -124,10 +126,13 @@ def train(name: str, root: Path, start: Manifest, steps: int, report_every: int,
             newer = on_report(step) if on_report else None
             if newer is not None and newer.version != manifest.version:
                 manifest = newer
-                stream = iter(MixtureDataset(manifest, columns=["text", "domain"], start=position, limit=0))
-                versions.append((step, manifest.version))
+                # from the next sample on; every domain keeps its place in its own order
+                ds.update(manifest, sample=position)
+                ds.position = position
+                stream = iter(ds)
+                versions.append((step + 1, manifest.version))  # step `step` trained on the old one
                 if store:
-                    store.record_consumed(run_id, step, manifest.mixture, manifest.version)
+                    store.record_consumed(run_id, step + 1, manifest.mixture, manifest.version)
                 log(f"  [{name}] step {step}: new mixture {manifest.version[:8]} from feedback: "
                     + ", ".join(f"{d}={w:.3f}" for d, w in manifest.weights.items()))
     if store:

@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from dagster_llmdata.errors import FeedbackStoreLocked, MixtureError, SpecError
-from dagster_llmdata.mixture import algorithms as alg
+import dagster_llmdata.mixture.algorithms as alg
 from dagster_llmdata.mixture.mixture_asset import MixtureConfig, latest_manifest, mixture_key, mixture_op_name, training_run_key
 from dagster_llmdata.mixture.feedback import FeedbackStore, open_store
 from dagster_llmdata.spec.mixture import MixtureSpec

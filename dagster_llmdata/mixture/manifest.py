@@ -5,6 +5,7 @@ writes it; `MANIFEST_SCHEMA` names its version.
 schema        "llmdata.mixture/1"
 mixture       mixture name;  version: hash of everything below except created_at and stream
 seed, token_budget, n_samples (documents the stream yields for the budget)
+epoch_cap     epochs a domain is read at most in the stream (null: no cap)
 algorithm     {name, params, state}      feedback: {run_id, step} that triggered it, or null
 domains       {domain: {weight, probability, docs, tokens, mean_tokens, tokens_planned, epochs}}
               weight = share of tokens, probability = per-document draw probability
@@ -18,7 +19,8 @@ inputs        [{kind: "parquet", dataset: "<pipeline>/<stage>", domain_column, t
 draw          {domain: [[input, file, row_start, row_end], ...]}  the shard ranges drawn from
 doc_weights   {path, sha256, rows} of a Parquet file (id, weight), or null
 repetition    {domain: epochs} for domains the budget repeats;  warnings: [text]
-stream        {n, sha256}: digest of the first n sample locators for `seed` (what reproduces)
+stream        {n, sha256, ids_sha256, order}: digests of the first n sample locators and ids
+              for `seed` (what reproduces); `order`: the sample order's version (stream.py)
 ```"""
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dagster_llmdata.errors import ManifestError
 MANIFEST_SCHEMA = "llmdata.mixture/1"
 LATEST = "latest.json"
 STREAM_DIGEST_SAMPLES = 1000
+DEFAULT_EPOCH_CAP = 4  # repeated data stops paying after ~4 epochs (Muennighoff et al. 2023)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Manifest:
     repetition: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     stream: dict[str, Any] | None = None
+    epoch_cap: int | None = DEFAULT_EPOCH_CAP
     created_at: float = field(default_factory=time.time)
     version: str = ""
     path: Path | None = None  # where it was read from / written to (not part of the manifest)
@@ -67,7 +71,9 @@ class Manifest:
         return {d: info["probability"] for d, info in self.domains.items()}
 
     def body(self) -> dict[str, Any]:
-        return {"schema": MANIFEST_SCHEMA, "mixture": self.mixture, "seed": self.seed, "token_budget": self.token_budget,
+        # a manifest without a cap has no `epoch_cap` key, so those written before it keep their version
+        cap = {"epoch_cap": self.epoch_cap} if self.epoch_cap is not None else {}
+        return cap | {"schema": MANIFEST_SCHEMA, "mixture": self.mixture, "seed": self.seed, "token_budget": self.token_budget,
                 "n_samples": self.n_samples, "algorithm": self.algorithm, "feedback": self.feedback, "domains": self.domains,
                 "inputs": self.inputs, "draw": self.draw, "doc_weights": self.doc_weights, "repetition": self.repetition,
                 "warnings": self.warnings}
@@ -102,14 +108,15 @@ def manifest_dir(storage: Path, mixture: str) -> Path:
     return storage / mixture / "manifests"
 
 
-def write_manifest(manifest: Manifest, folder: Path) -> Path:
-    """Write `<version>.json` and point `latest.json` at it (both atomically). The version is the
+def write_manifest(manifest: Manifest, folder: Path, point_latest: bool = True) -> Path:
+    """Write `<version>.json` and point `latest.json` at it (both atomically; `point_latest=False`:
+    a manifest for one run only, which the mixture's latest stays without). The version is the
     content hash, so the same plan written twice is one file."""
     manifest.version = manifest.compute_version()
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest.to_dict(), indent=1, sort_keys=True, allow_nan=False)
     path = folder / f"{manifest.version}.json"
-    for target in (path, folder / LATEST):
+    for target in (path, folder / LATEST) if point_latest else (path,):
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, target)
@@ -143,6 +150,8 @@ def read_manifest(path: str | Path | dict, project: str | Path | None = None) ->
             feedback=data.get("feedback"), doc_weights=data.get("doc_weights"), repetition=data.get("repetition") or {},
             warnings=data.get("warnings") or [], stream=data.get("stream"), created_at=float(data.get("created_at") or 0),
             version=data.get("version", ""),
+            # a manifest from before the cap: its stream had none
+            epoch_cap=data["epoch_cap"] if "epoch_cap" in data else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{where}: manifest field missing or malformed: {exc}") from None

@@ -19,13 +19,14 @@ from dagster_llmdata.errors import MixtureError, RepetitionWarning, SpecError
 from dagster_llmdata.engine.datasets import dataset_partitions
 from dagster_llmdata.io.parquet_store import write_table_atomic
 from dagster_llmdata.spec.pipeline import PipelineSpec
-from dagster_llmdata.mixture import algorithms as alg
+import dagster_llmdata.mixture.algorithms as alg
 from dagster_llmdata.mixture.manifest import (STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, pin_path, resolve_input,
                                               write_manifest)
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.mixture.manifest import stream_digest
 from dagster_llmdata.mixture.reader import INPUT_KINDS
 from dagster_llmdata.mixture.reader import MixtureDataset
+from dagster_llmdata.mixture.stream import STREAM_ORDER
 from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
 from dagster_llmdata.mixture.store_input import scan_lance_input
 
@@ -113,6 +114,34 @@ def settle_weights(weights: Mapping[str, float], scan: InputScan, domains: list[
     return alg.normalise(w, domains)
 
 
+def cap_epochs(weights: Mapping[str, float], tokens: Mapping[str, int], budget: int, cap: int | None) -> tuple[dict[str, float], int]:
+    """Token shares with no domain planned beyond `cap` epochs of its tokens: a capped domain's
+    excess goes to the uncapped ones in proportion to their weights (repeatedly, as that can cap
+    them too). Returns the shares and the tokens of the budget no domain can take (0 unless every
+    domain with weight is capped)."""
+    w = {d: float(v) for d, v in weights.items()}
+    if cap is None:
+        return w, 0
+    limit = {d: cap * tokens.get(d, 0) / budget for d in w}
+    fixed: dict[str, float] = {}
+    while True:
+        free = {d: v for d, v in w.items() if d not in fixed and v > 0}
+        room = 1.0 - sum(fixed.values())
+        total = sum(free.values())
+        if not free or total <= 0:
+            break
+        scaled = {d: v / total * room for d, v in free.items()}
+        over = {d for d, v in scaled.items() if v > limit[d] + 1e-12}
+        if not over:
+            fixed.update(scaled)
+            break
+        fixed.update({d: limit[d] for d in over})
+    out = {d: fixed.get(d, 0.0) for d in w}
+    covered = sum(out.values())
+    short = max(0, round((1.0 - covered) * budget))
+    return (alg.normalise(out) if covered > 0 else out), short
+
+
 def initial_weights(spec: MixtureSpec, root: Path, scan: InputScan, domains: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """The weights the spec's algorithm gives before any feedback, and the algorithm's state."""
     name, params = spec.algorithm.name, spec.algorithm.params
@@ -154,11 +183,21 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     if weights is None:
         weights, state = initial_weights(spec, root, scan, domains)
     weights = settle_weights(weights, scan, domains, problems)
+    asked = dict(weights)
+    weights, short = cap_epochs(weights, {d: scan.domains.get(d, DomainScan()).tokens for d in domains}, spec.token_budget,
+                                spec.epoch_cap)
+    capped = sorted(d for d in domains if weights[d] < asked[d] - 1e-12)
+    if capped:
+        problems.append(f"{', '.join(capped)} capped at {spec.epoch_cap} epochs (epoch_cap): their share of the budget beyond "
+                        f"that goes to the other domains, in proportion"
+                        + (f"; every domain is capped, so the stream ends {short} tokens short of the budget" if short else ""))
     info: dict[str, dict[str, Any]] = {}
     for d in domains:
         s = scan.domains.get(d, DomainScan())
         mean = s.tokens / s.docs if s.docs else 0.0
         info[d] = {"weight": weights[d], "docs": s.docs, "tokens": s.tokens, "mean_tokens": mean}
+        if d in capped:
+            info[d]["weight_asked"] = asked[d]
     # a domain's share of documents is its share of tokens over its mean document length; with
     # per-document weights, also its documents' mean weight (a domain of learned or noisy
     # documents gives way to the others, not only within itself)
@@ -170,10 +209,11 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
             info[d]["mean_doc_weight"] = doc_mean.get(d, 1.0)
     probs = alg.normalise(raw, domains)
     tokens_per_sample = sum(probs[d] * info[d]["mean_tokens"] for d in domains)
-    n_samples = max(1, math.ceil(spec.token_budget / max(tokens_per_sample, 1e-9)))
+    budget = spec.token_budget - short  # what the capped data can give
+    n_samples = max(1, math.ceil(budget / max(tokens_per_sample, 1e-9)))
     repetition = {}
     for d in domains:
-        planned = info[d]["weight"] * spec.token_budget
+        planned = info[d]["weight"] * budget
         epochs = planned / info[d]["tokens"] if info[d]["tokens"] else 0.0
         info[d].update(probability=probs[d], tokens_planned=round(planned), epochs=epochs)
         if epochs > 1:
@@ -187,7 +227,7 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
         mixture=spec.mixture, seed=spec.seed, token_budget=spec.token_budget, n_samples=n_samples,
         algorithm={"name": spec.algorithm.name, "params": spec.algorithm.params, "state": state or {}},
         domains=info, inputs=scan.inputs, draw={d: scan.domains[d].ranges for d in domains if d in scan.domains and probs[d] > 0},
-        feedback=feedback, repetition=repetition, warnings=problems,
+        feedback=feedback, repetition=repetition, warnings=problems, epoch_cap=spec.epoch_cap,
     )
     if doc_weights:
         manifest.doc_weights = write_doc_weights(folder, doc_weights)
@@ -231,7 +271,8 @@ def compute_stream(manifest: Manifest) -> dict[str, Any]:
     ds = MixtureDataset(manifest, check_files=False)
     # and of the documents they are: `llmdata reproduce` checks the same ids come out in the same order
     ids = MixtureDataset(manifest, check_files=False, columns=["id"], limit=n)
-    return {"n": n, "sha256": stream_digest(ds.locators(0, n)), "ids_sha256": ids_stream_digest(row["id"] for row in ids)}
+    return {"n": n, "sha256": stream_digest(ds.locators(0, n)), "ids_sha256": ids_stream_digest(row["id"] for row in ids),
+            "order": STREAM_ORDER}
 
 
 def ids_stream_digest(ids) -> str:

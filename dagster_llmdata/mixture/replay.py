@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster_llmdata.errors import MixtureError
-from dagster_llmdata.mixture import algorithms as alg
+import dagster_llmdata.mixture.algorithms as alg
 
 # what each algorithm takes from --params (typos are errors, not silently default values)
 PARAMS = {"doremi": {"eta", "smoothing"}, "odm": {"reward_scale", "smoothing"}}

@@ -49,6 +49,9 @@ class MixtureSpec(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict, description="Initial (or static) weights per domain; default uniform over non-empty domains.")
     domains: list[str] | None = Field(None, description="Domains to use (default: every domain found in the inputs).")
     seed: int = Field(0, ge=0, description="Sampling seed recorded in the manifest.")
+    epoch_cap: int | None = Field(4, ge=1, description=(
+        "Epochs a domain is read at most (repeated data stops paying after about 4, Muennighoff et al. 2023); "
+        "the budget a capped domain cannot take goes to the others, in proportion. null: no cap."))
     feedback_store: str = Field("data/feedback/feedback.sqlite", description="SQLite feedback store (relative to the project root).")
 
     @model_validator(mode="after")

@@ -91,7 +91,8 @@ def test_manifest_edited_by_hand_is_refused(tmp_path):
 
 def test_reader_follows_token_weights_deterministic_and_resumable(tmp_path):
     root = mixture_project(tmp_path)
-    m = plan(_spec(root, weights={"code": 0.5, "prose": 0.3, "news": 0.2}, token_budget=200_000), root)
+    # ~100 epochs of the data: no epoch cap, to see the weights over a long stream
+    m = plan(_spec(root, weights={"code": 0.5, "prose": 0.3, "news": 0.2}, token_budget=200_000, epoch_cap=None), root)
     rows = list(MixtureDataset(m, limit=6000))
     assert [r["_sample"] for r in rows] == list(range(6000))
     tokens = Counter()
@@ -106,7 +107,7 @@ def test_reader_follows_token_weights_deterministic_and_resumable(tmp_path):
     assert ids != [r["id"] for r in MixtureDataset(m, seed=8, limit=6000)]
     # resume at any offset (inside a block and across block boundaries) gives the same tail
     for start in (1, 4095, 4096, 5000):
-        assert [r["id"] for r in MixtureDataset(m, start=start, limit=6000 - start)] == ids[start:]
+        assert [r["id"] for r in MixtureDataset(m, start=start, limit=6000)] == ids[start:]
     # without replacement within an epoch: the first 20 draws of `news` are its 20 docs
     news = [r["id"] for r in rows if r["domain"] == "news"][:20]
     assert len(set(news)) == 20
@@ -166,12 +167,33 @@ def test_zero_weight_empty_domain_and_unnormalised_weights(tmp_path):
 def test_budget_larger_than_data_records_repetition(tmp_path):
     root = mixture_project(tmp_path)
     with pytest.warns(RepetitionWarning, match="exceeds the data"):
-        m = plan(_spec(root, token_budget=10_000), root)
+        m = plan(_spec(root, token_budget=10_000, epoch_cap=None), root)
     assert set(m.repetition) == {"code", "news", "prose"}
     assert m.domains["prose"]["epochs"] == pytest.approx(10_000 / 3 / 500)
     rows = list(MixtureDataset(m))
     per = Counter(r["id"] for r in rows if r["domain"] == "prose")
     assert len(per) == 50 and max(per.values()) - min(per.values()) <= 1  # epochs, not random repeats
+
+
+def test_epoch_cap_moves_the_budget_to_domains_with_data_left(tmp_path):
+    # news: 800 tokens of data, code 600, prose 500; 3,600 tokens at equal weights would read
+    # prose 2.4 times: with a cap of 2 epochs prose takes 1,000, its excess caps code too (1,200),
+    # and news takes the rest (1,400: 1.75 epochs)
+    root = mixture_project(tmp_path)
+    with pytest.warns(RepetitionWarning):
+        m = plan(_spec(root, token_budget=3_600, epoch_cap=2), root)
+    assert m.epoch_cap == 2
+    assert m.weights["prose"] == pytest.approx(1000 / 3600) and m.weights["code"] == pytest.approx(1200 / 3600)
+    assert m.weights["news"] == pytest.approx(1400 / 3600) and m.domains["news"]["epochs"] == pytest.approx(1.75)
+    assert m.domains["prose"]["weight_asked"] == pytest.approx(1 / 3)
+    assert any("capped at 2 epochs" in w for w in m.warnings)
+    # every domain capped: the stream ends short of the budget, and says so
+    m = plan(_spec(root, token_budget=100_000, epoch_cap=2), root)
+    assert any("ends" in w and "short of the budget" in w for w in m.warnings)
+    rows = list(MixtureDataset(m, limit=0))
+    per = Counter(r["id"] for r in rows)
+    assert len(rows) == 2 * 100 and set(per.values()) == {2}  # each document exactly twice, then the end
+    assert len(rows) <= m.n_samples + 5
 
 
 def test_no_data_is_a_clear_error(tmp_path):
