@@ -127,8 +127,6 @@ def judge_port(scratch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("LLMDATA_README_BLOCKS"),
-                    reason="not yet run through on a clean machine (issue 24 is open): LLMDATA_README_BLOCKS=1 runs it")
 @pytest.mark.parametrize("block", RUNNABLE, ids=[f"README.md:{b.line}:{b.lang}" for b in RUNNABLE])
 def test_readme_block_runs(block: Block, scratch, request):
     if block.skip_reason:
