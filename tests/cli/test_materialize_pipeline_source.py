@@ -25,7 +25,7 @@ LATER = "crawl/batch2.jsonl"
 
 def llmdata(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(project / ".dagster_home")}
-    return subprocess.run([LLMDATA, *args, "--project", str(project)], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([LLMDATA, *args, "--project", str(project)], check=False, capture_output=True, text=True, env=env, timeout=300)
 
 
 def _ids(folder: Path) -> set[str]:
