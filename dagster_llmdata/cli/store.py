@@ -81,7 +81,7 @@ def cmd_lance(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from dagster_llmdata.mixture.reproduce import reproduce
+    from dagster_llmdata.mixture.reproduce import reproduce, reproduce_run
 
     try:
         project = None
@@ -89,7 +89,13 @@ def cmd_reproduce(args) -> int:
             from dagster_llmdata.cli.common import project_root
 
             project = project_root(args.project)
-        result = reproduce(args.manifest, out=args.out, limit=args.limit, project=project)
+        if (args.manifest is None) == (args.run is None):
+            print("llmdata reproduce: give a manifest or --run RUN_ID (one of them)", file=sys.stderr)
+            return 2
+        if args.run is not None:
+            result = reproduce_run(_run_record(args.run, project), project=project)
+        else:
+            result = reproduce(args.manifest, out=args.out, limit=args.limit, project=project)
     except (ReproduceError, ManifestError, StoreError, SpecError) as exc:
         for line in str(exc).splitlines():  # one line per mismatched input
             print(f"llmdata reproduce: {line}", file=sys.stderr)
@@ -98,6 +104,22 @@ def cmd_reproduce(args) -> int:
     if not result["matches"]:
         print("llmdata reproduce: the rebuilt stream differs from the manifest's digest", file=sys.stderr)
     return 0 if result["matches"] else 1
+
+
+def _run_record(run: str, project) -> Path:
+    """A run's switch record: a path as given, else the run id under any mixture of the project."""
+    from dagster_llmdata.mixture.reader import run_record
+    from dagster_llmdata.spec.project import read_project
+
+    if Path(run).is_file():
+        return Path(run)
+    root = Path(project or ".").resolve()
+    specs = read_project(root).mixtures
+    found = [p for spec in specs.values() if (p := run_record(root / spec.storage, spec.mixture, run)).is_file()]
+    if len(found) != 1:
+        raise ReproduceError(f"training run {run!r}: " + ("no switch record under any mixture of " + str(root) if not found
+                             else "recorded under several mixtures: " + ", ".join(map(str, found)) + " (give the record's path)"))
+    return found[0]
 
 
 def _table_args(p) -> None:
@@ -135,7 +157,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_lance)
 
     p = sub.add_parser("reproduce", help="rebuild a mixture manifest's sample stream from its pinned inputs and check its digests")
-    p.add_argument("manifest", help="a manifest file (or a mixture's manifests folder: its latest)")
+    p.add_argument("manifest", nargs="?", help="a manifest file (or a mixture's manifests folder: its latest)")
+    p.add_argument("--run", help="a training run id (or its switches.jsonl): rebuild the run's whole switched stream and "
+                                 "check every digest its record holds")
     p.add_argument("--out", help="also write the stream (sample, domain, id, text) to this JSONL file")
     p.add_argument("--limit", type=int, help="samples written to --out (default: the manifest's n_samples)")
     p.add_argument("--project", help="the project the manifest's relative paths resolve against (a moved or copied one); "

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from dagster_llmdata.errors import ManifestError
 from dagster_llmdata.mixture.store_input import LanceInput
 from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs
-from dagster_llmdata.mixture.stream import Segment, Stream
+from dagster_llmdata.mixture.stream import Segment, Stream, switched_digest
 
 OPEN_FILES = 8
 READ_BATCH = 256  # rows read together (per worker) when no batch size is given
@@ -171,9 +171,25 @@ class MixtureDataset(_Base):
         entry = {"sample": sample, "step": sample // self.samples_per_step(), "version": m.version,
                  "manifest": str(m.path) if m.path else None}
         if self.record is not None:
+            entry["digest"] = self.digest(sample)  # of the stream before it, which reproduce rebuilds
             self._append_record(entry)
         self._add_segment(Segment(sample, m))
         return entry
+
+    def mark(self, step: int | None = None) -> dict[str, Any]:
+        """Record a checkpoint in the run's record: the global sample reached (this rank's position,
+        or `step` batches) and the digest of the stream up to it, for `reproduce_run` to check."""
+        local = self.position if step is None else step * (self.batch_size or 1)
+        sample = local * self.world_size
+        entry = {"checkpoint": sample // self.samples_per_step(), "sample": sample, "digest": self.digest(sample)}
+        if self.record is not None:
+            self._append_record(entry)
+        return entry
+
+    def digest(self, stop: int) -> str:
+        """Digest of global samples 0..stop-1: the manifest version and (input, file, row) of each."""
+        versions = [s.manifest.version for s in self.segments]
+        return switched_digest((versions[seg], loc) for _, _, seg, loc in self.stream.iter_locators(0, stop))
 
     def _add_segment(self, segment: Segment) -> None:
         self.segments = [s for s in self.segments if s.start < segment.start or s.start == 0 and segment.start == 0][:]
@@ -209,6 +225,8 @@ class MixtureDataset(_Base):
                                 f"not {self.segments[0].manifest.version}")
         known = {(s.start, s.manifest.version) for s in self.segments}
         for e in entries[1:]:
+            if "checkpoint" in e:
+                continue
             if (e["sample"], e["version"]) not in known:
                 m = read_manifest(e["manifest"], self.project)
                 self._check(m)
@@ -331,8 +349,14 @@ class MixtureDataset(_Base):
             yield out
 
 
+def run_record(storage: str | Path, mixture: str, run_id: str) -> Path:
+    """Where a run's switch record lives: `<mixture storage>/<mixture>/runs/<run_id>/switches.jsonl`."""
+    return Path(storage) / mixture / "runs" / run_id / "switches.jsonl"
+
+
 def read_record(path: str | Path) -> list[dict[str, Any]]:
-    """A run's switch record: one {sample, step, version, manifest} per line, the first the run's start."""
+    """A run's switch record: one {sample, step, version, manifest, digest} per switch (the first
+    the run's start) and one {checkpoint, sample, digest} per `mark`."""
     out = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():

@@ -11,7 +11,8 @@ from typing import Any
 from dagster_llmdata.errors import ManifestError, ReproduceError
 from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs, stream_digest
 from dagster_llmdata.mixture.plan import ids_stream_digest
-from dagster_llmdata.mixture.reader import INPUT_KINDS, MixtureDataset
+from dagster_llmdata.mixture.reader import INPUT_KINDS, MixtureDataset, read_record
+from dagster_llmdata.mixture.stream import STREAM_ORDER
 
 
 def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: int | None = None,
@@ -27,6 +28,9 @@ def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: i
         stream = manifest.stream or {}
         if not stream.get("n"):
             raise ReproduceError(f"{manifest_path}: the manifest records no stream digest to check against")
+        if stream.get("order") != STREAM_ORDER:
+            raise ReproduceError(f"{manifest_path}: its stream digest is of an older sample order (before order {STREAM_ORDER}); "
+                                 "this version of llmdata draws in a different order: re-materialise the mixture")
         if problems := pinned_input_problems(manifest):
             raise ReproduceError("\n".join(problems))
         ds = MixtureDataset(manifest, check_files=False, columns=["id"], limit=stream["n"])
@@ -45,6 +49,40 @@ def reproduce(manifest_path: str | Path, out: str | Path | None = None, limit: i
     if out is not None:
         result["written"] = write_stream(manifest, Path(out), limit or manifest.n_samples)
     return result
+
+
+def reproduce_run(record: str | Path, project: str | Path | None = None) -> dict[str, Any]:
+    """Rebuild a training run's whole switched stream from its record (the first manifest, each
+    switch at its sample, each checkpoint) and compare every recorded digest. Returns {matches,
+    switches, checkpoints, mismatches}; the pinned inputs of every manifest are checked first."""
+    try:
+        entries = read_record(record)
+        if not entries or "version" not in entries[0]:
+            raise ReproduceError(f"{record}: not a run's switch record (no starting manifest)")
+        switches = [e for e in entries if "checkpoint" not in e]
+        manifests = [read_manifest(e["manifest"], project) for e in switches]
+        for e, m in zip(switches, manifests):
+            if m.version != e["version"]:
+                raise ReproduceError(f"{e['manifest']} is manifest {m.version}; the record names {e['version']}")
+        if problems := [p for m in {m.version: m for m in manifests}.values() for p in pinned_input_problems(m)]:
+            raise ReproduceError("\n".join(problems))
+        ds = MixtureDataset(manifests[0], check_files=False, limit=0)
+        mismatches, checked = [], 0
+        for e, m in zip(switches[1:], manifests[1:]):
+            ds.update(m, sample=e["sample"])
+        # each digest covers the stream before its sample: rebuilt with the whole history (a later
+        # switch does not change samples before it)
+        for e in entries[1:]:
+            if e.get("digest"):
+                checked += 1
+                if ds.digest(e["sample"]) != e["digest"]:
+                    mismatches.append(f"stream up to sample {e['sample']} ({'checkpoint' if 'checkpoint' in e else 'switch'} "
+                                      f"at step {e.get('checkpoint', e.get('step'))}) differs")
+    except ManifestError as exc:
+        raise ReproduceError(str(exc)) from None
+    return {"record": str(record), "matches": not mismatches, "digests_checked": checked, "mismatches": mismatches,
+            "switches": [{k: e.get(k) for k in ("sample", "step", "version")} for e in switches],
+            "checkpoints": [{k: e[k] for k in ("checkpoint", "sample")} for e in entries if "checkpoint" in e]}
 
 
 def pinned_input_problems(manifest: Manifest) -> list[str]:
@@ -85,4 +123,4 @@ def _describe(inp: dict[str, Any]) -> dict[str, Any]:
     return {"kind": inp.get("kind", "parquet"), "dataset": inp.get("dataset"), "files": len(inp.get("files", []))}
 
 
-__all__ = ["pinned_input_problems", "reproduce"]
+__all__ = ["pinned_input_problems", "reproduce", "reproduce_run"]

@@ -119,3 +119,45 @@ def test_workers_follow_the_runs_switch_record(manifest, tmp_path):
     versions = [v for s, v in got]
     assert set(versions[: switch_at * 8]) == {manifest.version} and set(versions[switch_at * 8:]) == {tilted.version}
     assert [s for s, _ in got] == list(range(320))
+
+
+def test_reproduce_run_rebuilds_the_switched_stream_and_checks_every_digest(manifest, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dagster_llmdata.errors import ReproduceError
+    from dagster_llmdata.mixture.reader import run_record
+    from dagster_llmdata.mixture.reproduce import reproduce_run
+
+    root = manifest.root
+    record = run_record(root / "data" / "mixtures", "mix", "run-7")
+    ds = MixtureDataset(manifest, limit=500, batch_size=10, record=record)
+    it = iter(ds)
+    for _ in range(120):
+        next(it)
+    ds.mark()  # a checkpoint at sample 120
+    ds.update(with_weights(manifest, {"code": 0.7, "prose": 0.2, "news": 0.1}), step=15)
+    for _ in range(200):
+        next(it)
+    ds.mark(step=32)
+    result = reproduce_run(record)
+    assert result["matches"] and result["digests_checked"] == 3
+    assert [s["sample"] for s in result["switches"]] == [0, 150] and [c["sample"] for c in result["checkpoints"]] == [120, 320]
+    cli = subprocess.run([str(Path(sys.executable).parent / "llmdata"), "reproduce", "--run", "run-7", "--project", str(root)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["digests_checked"] == 3
+    # a record whose switch is moved is caught at the checkpoint after it
+    lines = record.read_text().splitlines()
+    entry = json.loads(lines[2])
+    entry["sample"] = 160
+    record.write_text("\n".join([*lines[:2], json.dumps(entry), *lines[3:]]) + "\n")
+    bad = reproduce_run(record)
+    assert not bad["matches"] and any("320" in m for m in bad["mismatches"])
+    cli = subprocess.run([str(Path(sys.executable).parent / "llmdata"), "reproduce", "--run", str(record)], capture_output=True, text=True)
+    assert cli.returncode == 1
+    record.write_text("not json\n")
+    with pytest.raises(ReproduceError, match="not a JSON switch entry"):
+        reproduce_run(record)
