@@ -35,6 +35,7 @@ from dagster_llmdata.mixture.mixture_asset import build_mixture
 from dagster_llmdata.spec.agent import AgentConfig
 from dagster_llmdata.spec.mixture import MixtureSpec
 from dagster_llmdata.spec.pipeline import PipelineSpec
+from dagster_llmdata.spec.pipeline_sources import resolve_pipeline_sources
 from dagster_llmdata.spec.project import Project
 from dagster_llmdata.spec.triggers import LandingSensorSpec, TrainingFeedbackSensorSpec
 
@@ -131,13 +132,38 @@ class PipelineComponent(_SpecComponent):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec, root = self.to_spec(), self.root(context)
+        if spec.source is not None:
+            self._resolve_source(spec, root, context)
         job = build_pipeline_job(spec)
         sensors = []
-        if self.landing_sensor is not None:
+        # a pipeline reading another's stage has no landing folders: no sensor unless one is asked for (which says why not)
+        if self.landing_sensor is not None and (spec.source is None or "landing_sensor" in self.model_fields_set):
             entry = LandingSensorSpec.model_validate({"pipeline": spec.pipeline, **self.landing_sensor})
             sensors.append(build_landing_sensor(entry, spec, root, job))
         defs = dg.Definitions(assets=build_pipeline_assets(spec, root), jobs=[job], sensors=sensors)
         return _with_resources(defs, self.bind_resources)
+
+    def _resolve_source(self, spec: PipelineSpec, root: Path, context: dg.ComponentLoadContext) -> None:
+        """`source:` names another PipelineComponent's stage of the same dg project (never assets/, as
+        for a mixture): resolved across them as `read_project` resolves assets/ specs, and the upstream
+        must share this `project_root` (its `storage:` is relative to it)."""
+        pipelines: dict[str, PipelineSpec] = {}
+        files: dict[str, Path] = {}
+        upstream_root: Path | None = None
+        for component in context.component_tree.get_all_components(of_type=PipelineComponent):
+            other = component.to_spec()
+            pipelines[other.pipeline] = other
+            # where an error points: this component's defs.yaml; the others are named (their folders are dg's to know)
+            files[other.pipeline] = (context.path / "defs.yaml") if component is self else Path(f"PipelineComponent {other.pipeline!r}")
+            if other.pipeline == spec.source.pipeline:
+                upstream_root = component.root(context)
+        mixtures = {c.to_spec().mixture: "mixture" for c in context.component_tree.get_all_components(of_type=MixtureComponent)}
+        problem = resolve_pipeline_sources(pipelines, files, mixtures).get(spec.pipeline)
+        if problem:
+            raise SpecError(problem)
+        if upstream_root is not None and upstream_root != root:
+            raise SpecError(f"pipeline {spec.pipeline!r} (project_root {root}) reads {spec.source.dataset} of a pipeline with "
+                            f"project_root {upstream_root}; give them the same project_root")
 
 
 @dg.scaffold_with(MixtureScaffolder)
