@@ -14,7 +14,9 @@ dropped and counted in the step's `dropped_tokens` (and `self.dropped_tokens` wi
 
 One item per step (use `DataLoader(packed, batch_size=None)`), so the reader's steps are the
 trainer's steps: `packed.update(manifest, step=)`, `packed.state_dict(step=)` and `packed.mark()`
-mean the same step numbers as on the reader. Blocks follow the Hugging Face convention: `labels`
+mean the same step numbers as on the reader (a running iteration and its workers take a switch
+through the reader's `record`; a step is packed as soon as its last document is read, so nothing
+past it has been read then). Blocks follow the Hugging Face convention: `labels`
 are `input_ids` with padding set to -100 and the model shifts them (`domain_losses` does the same).
 
 A plain iterable; when torch is installed it is also a `torch.utils.data.IterableDataset`."""
@@ -145,6 +147,9 @@ class PackedMixture(_Base):
                 rows = []
             current = b
             rows.append(row)
+            if len(rows) == batch:  # a whole step: pack it now, not after reading into the next one
+                yield self.pack(current, rows)
+                rows = []
         if rows:
             yield self.pack(current, rows)
 

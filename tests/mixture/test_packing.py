@@ -170,3 +170,26 @@ def test_domain_losses_of_a_packed_step_from_a_model(manifest):
     got = domain_losses(logits, step["labels"], step["domain_ids"], step["domains"])
     assert set(got) <= set(step["domains"]) and got
     assert all(math.isclose(v, math.log(257), rel_tol=1e-6) for v in got.values())
+
+
+def test_a_switch_at_a_step_applies_from_that_step_of_blocks(manifest, tmp_path):
+    from dagster_llmdata.mixture import with_weights
+
+    tilted = with_weights(manifest, {"code": 0.05, "prose": 0.05, "news": 0.9})
+    # with the run's switch record, a running iteration (and every worker) takes the switch
+    pk = packed(_reader(manifest, record=tmp_path / "switches.jsonl"), bytes_tokenizer, SEQ)
+    it = iter(pk)
+    head = [next(it) for _ in range(2)]
+    pk.update(tilted, step=2)  # in this process nothing of step 2 has been read yet: it can switch
+    tail = list(it)
+    reader = _reader(manifest)
+    reader.update(tilted, sample=2 * 8)
+    rows = list(reader)
+    steps = head + tail
+    assert [s["step"] for s in steps] == list(range(12)) and all(s["domains"] == steps[0]["domains"] for s in steps)
+    for s, step in enumerate(steps):
+        mask = step["attention_mask"].reshape(-1) == 1
+        assert step["input_ids"].reshape(-1)[mask].tolist() == _expected(rows[8 * s: 8 * s + 8])[0]
+    news = steps[0]["domains"].index("news")
+    share = lambda ss: np.mean([(s["domain_ids"] == news).sum() / (s["domain_ids"] >= 0).sum() for s in ss])
+    assert share(steps[2:]) > 1.5 * share(steps[:2])
