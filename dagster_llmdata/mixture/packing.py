@@ -59,20 +59,36 @@ class ByteTokenizer:
 bytes_tokenizer = ByteTokenizer()
 
 
-def _encoder(tokenizer: Any):
-    """text -> list of ids from a Hugging Face tokenizer, a `tokenizers.Tokenizer`, tiktoken, or
-    any callable returning ids or a mapping with `input_ids`."""
-    def ids_of(out: Any) -> list[int]:
-        if isinstance(out, Mapping):
-            out = out["input_ids"]
-        elif hasattr(out, "ids"):  # a tokenizers.Encoding
-            out = out.ids
-        return [int(i) for i in out]
+def _ids_of(out: Any, mask: Sequence[int] | None = None) -> list[int]:
+    if isinstance(out, Mapping):
+        out, mask = out["input_ids"], out.get("attention_mask")
+    elif hasattr(out, "ids"):  # a tokenizers.Encoding
+        out, mask = out.ids, out.attention_mask
+    if mask is not None and len(mask) == len(out):  # a tokenizer set to pad: its padding is not text
+        return [int(i) for i, m in zip(out, mask) if m]
+    return [int(i) for i in out]
 
+
+def _encoder(tokenizer: Any):
+    """texts -> lists of ids from a Hugging Face tokenizer, a `tokenizers.Tokenizer`, tiktoken, or
+    any callable returning ids or a mapping with `input_ids`; a whole step's texts in one call
+    where the tokenizer takes a batch (fast tokenizers then work in parallel)."""
+    if limit := getattr(tokenizer, "truncation", None):  # a tokenizers.Tokenizer set to truncate
+        # truncation would cut documents short without a trace; packing splits long ones itself
+        raise ValueError(f"the tokenizer truncates ({limit}): call its "
+                         f".no_truncation() first (packing splits long documents over blocks)")
+    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer, tiktoken
+        return lambda texts: [_ids_of(e) for e in tokenizer.encode_batch(texts)]
+    if getattr(tokenizer, "is_fast", False) and callable(tokenizer):  # a Hugging Face fast tokenizer
+        def hf(texts):
+            out = tokenizer(texts)
+            masks = out.get("attention_mask") or [None] * len(texts)
+            return [_ids_of(ids, m) for ids, m in zip(out["input_ids"], masks, strict=True)]
+        return hf
     if hasattr(tokenizer, "encode"):
-        return lambda text: ids_of(tokenizer.encode(text))
+        return lambda texts: [_ids_of(tokenizer.encode(t)) for t in texts]
     if callable(tokenizer):
-        return lambda text: ids_of(tokenizer(text))
+        return lambda texts: [_ids_of(tokenizer(t)) for t in texts]
     raise TypeError(f"tokenizer must have .encode(text) or be callable, got {type(tokenizer).__name__}")
 
 
@@ -93,7 +109,8 @@ class PackedMixture(_Base):
     `samples` (the documents' global sample numbers); `dropped_tokens`.
 
     `eos_id`: appended to every document (default: the tokenizer's eos/sep id). `pad_id`: what
-    padding positions hold (default: eos). `text_field`: the column tokenised."""
+    padding positions hold (default: eos). `text_field`: the column tokenised. A tokenizer set to
+    truncate is refused (it would cut documents silently); one set to pad has its padding stripped."""
 
     def __init__(self, ds: MixtureDataset, tokenizer: Any, seq_len: int, eos_id: int | None = None,
                  text_field: str = "text", blocks_per_step: int | None = None, pad_id: int | None = None):
@@ -157,13 +174,13 @@ class PackedMixture(_Base):
         """The blocks of one step's documents (see the module docstring for the rule)."""
         domains = self.domains
         index = {d: k for k, d in enumerate(domains)}
-        tokens, doms = [], []
         for row in rows:
-            text = row.get(self.text_field)
-            if not isinstance(text, str):
+            if not isinstance(row.get(self.text_field), str):
                 raise ManifestError(f"sample {row['_sample']} has no text column {self.text_field!r} "
                                     f"(columns: {sorted(k for k in row if not k.startswith('_'))})")
-            ids = self._encode(text) + [self.eos_id]
+        tokens, doms = [], []
+        for row, ids in zip(rows, self._encode([r[self.text_field] for r in rows]), strict=True):
+            ids = ids + [self.eos_id]
             tokens += ids
             doms += [index[row["_domain"]]] * len(ids)
         L = self.seq_len

@@ -120,11 +120,23 @@ def test_a_real_tokenizer_from_an_installed_package(manifest):
     if not found:
         pytest.skip("no tokenizer.json ships in an installed package")
     tok = tokenizers.Tokenizer.from_file(str(found[0]))
+    plain = tokenizers.Tokenizer.from_file(str(found[0]))
+    plain.no_truncation()
+    plain.no_padding()
     eos = tok.token_to_id("[SEP]") if tok.token_to_id("[SEP]") is not None else 0
-    steps = list(packed(_reader(manifest, limit=16), tok, 16, eos_id=eos))
     rows = list(_reader(manifest, limit=16))
-    toks = [t for s in steps for t in s["input_ids"].reshape(-1)[s["attention_mask"].reshape(-1) == 1].tolist()]
-    assert toks == [t for r in rows for t in tok.encode(r["text"]).ids + [eos]]
+    expected = [t for r in rows for t in plain.encode(r["text"]).ids + [eos]]
+    if tok.truncation:  # a truncating tokenizer would cut documents silently: refused
+        with pytest.raises(ValueError, match="no_truncation"):
+            packed(_reader(manifest, limit=16), tok, 16, eos_id=eos)
+        tok.no_truncation()
+    for t in (tok, plain):  # the package's tokenizer may pad: padding is stripped, not packed
+        steps = list(packed(_reader(manifest, limit=16), t, 16, eos_id=eos))
+        assert [t for s in steps for t in s["input_ids"].reshape(-1)[s["attention_mask"].reshape(-1) == 1].tolist()] == expected
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(found[0]))
+    steps = list(packed(_reader(manifest, limit=16), hf, 16, eos_id=eos))
+    assert [t for s in steps for t in s["input_ids"].reshape(-1)[s["attention_mask"].reshape(-1) == 1].tolist()] == expected
 
 
 def test_a_row_without_the_text_column_is_a_clear_error(manifest):
