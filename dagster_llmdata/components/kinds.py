@@ -179,6 +179,7 @@ class MixtureComponent(_SpecComponent):
     weights: dict[str, float] = _like(MixtureSpec, "weights")
     domains: list[str] | None = _like(MixtureSpec, "domains")
     seed: int = _like(MixtureSpec, "seed")
+    epoch_cap: int | None = _like(MixtureSpec, "epoch_cap")
     feedback_store: str = _like(MixtureSpec, "feedback_store")
     training_feedback: dict[str, Any] | None = Field(
         None, description="Add the training-feedback sensor with these settings (a sensors/ `type: training_feedback` "
