@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # what the demo runs (judges, distilled classifier, mixtures, embeddings); the tests add Ray,
 # PostgreSQL, the browser driver and pytest
 DEMO_EXTRAS := cpu-judge,distill,mixture,embed
-TEST_EXTRAS := test,$(DEMO_EXTRAS),ray,postgres,ui-test
+TEST_EXTRAS := test,$(DEMO_EXTRAS),ray,postgres,ui-test,train
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed-test
 
