@@ -24,7 +24,7 @@ from typing import Any
 
 import dagster_llmdata.mixture.algorithms as alg
 from dagster_llmdata.errors import MixtureError
-from dagster_llmdata.mixture.manifest import Manifest
+from dagster_llmdata.mixture.manifest import Manifest, read_manifest
 from dagster_llmdata.mixture.reweigh import with_weights
 
 TORCH_PREFETCH_DEFAULT = 2  # torch's DataLoader prefetch_factor when workers are used and none is given
@@ -76,6 +76,29 @@ class MixtureUpdater:
         self._window: dict[str, list[Any]] = {}
         self._reference: dict[str, list[Any]] = {}
         self._next = max(self.update_step, -(-self.warmup_step // self.update_step) * self.update_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state that resumes the updater exactly (save it with the checkpoint,
+        beside `ds.state_dict(step=)`): the algorithm state, history, switch schedule and the
+        losses gathered since the last update."""
+        return {"algorithm": self.algorithm, "state": self.state, "history": self.history, "next": self._next,
+                "schedule": [{"batch": b, "version": m.version, "manifest": str(m.path) if m.path else None} for b, m in self.schedule],
+                "window": self._window, "reference": self._reference}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["algorithm"] != self.algorithm:
+            raise MixtureError(f"the saved updater ran {state['algorithm']!r}, this one runs {self.algorithm!r}")
+        known = {seg.manifest.version: seg.manifest for seg in getattr(self.ds, "segments", [])}
+        schedule = []
+        for s in state["schedule"]:
+            m = known.get(s["version"]) or read_manifest(s["manifest"], getattr(self.ds, "project", None))
+            if m.version != s["version"]:
+                raise MixtureError(f"{s['manifest']} is manifest {m.version}, the saved updater names {s['version']}")
+            schedule.append((int(s["batch"]), m))
+        self.schedule, self.state, self._next = schedule, dict(state["state"]), int(state["next"])
+        self.history = [dict(h) for h in state["history"]]
+        self._window = {d: list(v) for d, v in state["window"].items()}
+        self._reference = {d: list(v) for d, v in state["reference"].items()}
 
     def observe(self, step: int, losses: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Per-domain losses after `step` training steps (a mean, or per-token losses for DoReMi;

@@ -10,7 +10,11 @@ import importlib.util
 import pytest
 
 from dagster_llmdata.errors import MixtureError
-from dagster_llmdata.mixture.in_trainer import MixtureUpdater, first_safe_batch, logged_domain_losses
+from dagster_llmdata.mixture.in_trainer import (
+    MixtureUpdater,
+    first_safe_batch,
+    logged_domain_losses,
+)
 from dagster_llmdata.mixture.plan import plan
 from dagster_llmdata.mixture.reader import MixtureDataset, read_record
 from dagster_llmdata.spec.mixture import MixtureSpec, load_mixture_spec
@@ -119,6 +123,34 @@ def test_doremi_with_reference_losses_and_warmup(manifest, tmp_path):
     u = MixtureUpdater(ds, "doremi", {"reference_losses": ref}, update_step=3, warmup_step=5)
     assert [u.observe(s, {"code": 3.0}) for s in range(1, 6)] == [None] * 5
     assert u.observe(6, {"code": 3.0})["applies_from_batch"] == 6
+
+
+def test_the_updater_resumes_exactly_from_its_state_dict(manifest, tmp_path):
+    import json
+
+    losses = lambda s: {"code": 3.0 + 0.1 * s, "news": 2.0 + 0.05 * (s % 3), "prose": 2.5}
+
+    def updater(record):
+        ds = MixtureDataset(manifest, batch_size=BATCH, record=record)
+        return ds, MixtureUpdater(ds, "odm", update_step=4, num_workers=2, prefetch_factor=2)
+
+    _, whole = updater(tmp_path / "a" / "switches.jsonl")
+    for s in range(1, 15):
+        whole.observe(s, losses(s))
+    ds, first = updater(tmp_path / "b" / "switches.jsonl")
+    for s in range(1, 7):  # a checkpoint between two updates, with losses gathered since the last
+        first.observe(s, losses(s))
+    saved = json.loads(json.dumps({"ds": ds.state_dict(step=6), "updater": first.state_dict()}))
+    ds2, resumed = updater(tmp_path / "b" / "switches.jsonl")
+    ds2.load_state_dict(saved["ds"])
+    resumed.load_state_dict(saved["updater"])
+    for s in range(7, 15):
+        resumed.observe(s, losses(s))
+    assert resumed.history == whole.history and [h["step"] for h in whole.history] == [4, 8, 12]
+    assert [(e["sample"], e["version"]) for e in read_record(tmp_path / "b" / "switches.jsonl")] == \
+        [(e["sample"], e["version"]) for e in read_record(tmp_path / "a" / "switches.jsonl")]
+    with pytest.raises(MixtureError, match="ran 'odm'"):
+        MixtureUpdater(ds2, "doremi").load_state_dict(saved["updater"])
 
 
 def test_the_rule_and_clear_errors(manifest, tmp_path):
