@@ -14,7 +14,8 @@ configuration and losses switch at the same batches to the same manifests.
 DataLoader's workers learn of a switch. `on_switch(entry, manifest)` is called with each history
 entry, e.g. `mixture.switch_record.switch_recorder(...)` to record the version as a Dagster
 materialisation. With several ranks every rank must observe the same losses (the Trainer's eval
-metrics are; reduce training-batch losses across ranks before `observe`)."""
+metrics are; reduce training-batch losses across ranks before `observe`) and only rank 0 should
+record (`on_switch` runs on every rank)."""
 
 from __future__ import annotations
 

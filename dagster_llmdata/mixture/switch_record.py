@@ -27,6 +27,8 @@ def record_switch(instance: dg.DagsterInstance, mixture: str, entry: dict[str, A
         "weights": dg.MetadataValue.json({d: float(w) for d, w in entry["weights"].items()}),
         "source": "in_trainer",
     }
+    # the numbers the mixture asset's own materialisations carry, so the UI plots one weight history
+    metadata.update({f"weight/{d}": float(w) for d, w in entry["weights"].items()})
     if "average_weights" in entry:
         metadata["average_weights"] = dg.MetadataValue.json(entry["average_weights"])
     event = dg.AssetMaterialization(asset_key=mixture_key(mixture), metadata=metadata,

@@ -186,6 +186,7 @@ def test_record_switch_writes_a_materialisation_of_the_mixture_asset(manifest, t
     assert meta["version"].value == last["version"] and meta["run_id"].value == "run-42"
     assert meta["step"].value == 4 and meta["applies_from_step"].value == 4 and meta["sample"].value == 4 * BATCH
     assert meta["weights"].value == pytest.approx(last["weights"])
+    assert {d: meta[f"weight/{d}"].value for d in last["weights"]} == pytest.approx(last["weights"])
     assert meta["manifest"].value == str(u.schedule[-1][1].path)
     records = instance.fetch_materializations(mixture_key("mix"), limit=10).records
     assert len(records) == 2
