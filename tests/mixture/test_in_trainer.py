@@ -193,7 +193,8 @@ def test_record_switch_writes_a_materialisation_of_the_mixture_asset(manifest, t
 
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
-def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path, workers):
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
     from dagster_llmdata.mixture.in_trainer import mixture_callback
@@ -222,7 +223,7 @@ def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=10, per_device_train_batch_size=4,
                              per_device_eval_batch_size=2, gradient_accumulation_steps=2, eval_strategy="steps",
                              eval_steps=2, logging_steps=2, save_strategy="no", report_to=[], use_cpu=True,
-                             dataloader_num_workers=0, learning_rate=1e-2, disable_tqdm=True,
+                             dataloader_num_workers=workers, learning_rate=1e-2, disable_tqdm=True,
                              remove_unused_columns=False)
     cb = mixture_callback(ds, "odm", update_step=4)
     trainer = Recording(model=LlamaForCausalLM(config), args=args, train_dataset=ds, eval_dataset=evals,
@@ -230,12 +231,15 @@ def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path):
     trainer.train()
     history = cb.updater.history
     assert [h["step"] for h in history] == [4, 8]
-    # 4 steps * 2 accumulated batches done, accelerate's one batch ahead, rounded to a whole step
-    assert [h["applies_from_batch"] for h in history] == [10, 18] and [h["applies_from_step"] for h in history] == [5, 9]
+    # 4 steps * 2 accumulated batches done, + workers * prefetch 2, + accelerate's one batch ahead,
+    # rounded up to a whole step of 2 batches
+    expected = [10, 18] if workers == 0 else [14, 22]
+    assert [h["applies_from_batch"] for h in history] == expected and [h["applies_from_step"] for h in history] == [b // 2 for b in expected]
     assert [s for s, _ in seen] == list(range(10 * 2 * 4))
     bounds = [(0, manifest.version)] + [(h["sample"], h["version"]) for h in history]
     for sample, version in seen:
         assert version == [v for start, v in bounds if start <= sample][-1], sample
+    assert {v for _, v in seen} == {manifest.version, history[0]["version"]} | ({history[1]["version"]} if workers == 0 else set())
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None,
