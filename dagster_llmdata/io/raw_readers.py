@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dagster_llmdata.io.csv_lines import Line, RecordLines
+
 TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".rst": "text", ".html": "html", ".htm": "html"}
 DATA_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
 COMPRESSED = (".gz", ".zst")
@@ -172,56 +174,64 @@ class RawReaders:
     def _read_csv(self, path: Path) -> Iterator[RawRecord]:
         # The csv module pulls one physical line at a time and ends a record at a line end
         # outside quotes. An over-long line is replaced by a stand-in with the same quote parity,
-        # so the parser stays in step, and the record it ends up in is flagged too large.
-        oversized: list[OverLong] = []
-
-        def lines(fh) -> Iterator[str]:
-            for n, line in enumerate(bounded_lines(fh, self.line_limit)):
-                if isinstance(line, OverLong):
-                    oversized.append(line)
-                    yield '"\n' if line.quotes % 2 else "\n"
-                else:
-                    text = line.decode(self.encoding, "surrogateescape")
-                    yield text.removeprefix("\ufeff") if n == 0 else text
-
+        # so the parser stays in step, and the record it ends up in is flagged too large. Strict
+        # mode raises where a stray quote shows (text after a closing quote, the end of the file
+        # inside quotes); then only the record's first line is set aside and the rest re-read.
         csv.field_size_limit(self.line_limit)
         delimiter = "\t" if ".tsv" in path.name.lower() else ","
         with open_stream(path) as fh:
-            rows = csv.reader(lines(fh), delimiter=delimiter)
+            lines = RecordLines(self._csv_lines(fh), cap=2 * self.line_limit)
+            rows = csv.reader(lines, delimiter=delimiter, strict=True)
             header: list[str] | None = None
             n = 0
             while True:
                 try:
-                    row = next(rows)
-                    error = None
+                    row, error = next(rows), None
                 except StopIteration:
                     return
                 except csv.Error as exc:
                     row, error = [], exc
+                taken = lines.take()
                 if header is None:
-                    if error or oversized:
+                    if error or taken.over:
                         raise ValueError(f"unreadable CSV header: {error or 'over the size limit'}")
                     header = row or None
                     continue
-                if not row and not error and not oversized:
+                if not row and not error and not taken.over:
                     continue  # a blank line is not a record
                 n += 1
-                if oversized:
-                    yield self._too_large(str(n), oversized[0])
-                    oversized.clear()
-                    continue
-                if error:
-                    # a quoted field over the limit spread over many lines, or a stray carriage return
+                first, over = taken.lines[0], taken.over
+                if error and taken.complete and len(taken.lines) > 1:
+                    # the lines a stray quote ran on are records of their own; a record past the
+                    # memory cap (not complete) cannot be undone and is quarantined as one
+                    lines.push_back(taken.lines[1:])
+                    over = first.over
+                if over is not None:
+                    yield self._too_large(str(n), over)
+                elif error:
+                    # a stray quote or carriage return; "field larger": a quoted field past the limit
                     reason = "too_large" if "field larger" in str(error) else "malformed_csv"
-                    yield RawRecord(str(n), error=reason, raw=str(error))
-                    continue
-                fields: dict[str, Any] = dict(zip(header, row))
-                if len(row) > len(header):
-                    fields["_extra_fields"] = row[len(header):]
-                if SURROGATES.search("\x00".join(row)):  # bytes that are not in the encoding
-                    yield RawRecord(str(n), error="undecodable_bytes", raw=scrub(json.dumps(fields, ensure_ascii=False)))
-                    continue
-                yield RawRecord(str(n), fields, fields.pop(self.text_field, None))
+                    yield RawRecord(str(n), error=reason, raw=first.text.rstrip("\r\n"),
+                                    meta={"csv_error": str(error), "line": first.number})
+                else:
+                    yield self._csv_row(str(n), header, row)
+
+    def _csv_lines(self, fh) -> Iterator[Line]:
+        """Decoded physical lines; an over-long one becomes a stand-in with its quote parity."""
+        for number, line in enumerate(bounded_lines(fh, self.line_limit), 1):
+            if isinstance(line, OverLong):
+                yield Line(number, '"\n' if line.quotes % 2 else "\n", line)
+            else:
+                text = line.decode(self.encoding, "surrogateescape")
+                yield Line(number, text.removeprefix("\ufeff") if number == 1 else text)
+
+    def _csv_row(self, position: str, header: list[str], row: list[str]) -> RawRecord:
+        fields: dict[str, Any] = dict(zip(header, row))
+        if len(row) > len(header):
+            fields["_extra_fields"] = row[len(header):]
+        if SURROGATES.search("\x00".join(row)):  # bytes that are not in the encoding
+            return RawRecord(position, error="undecodable_bytes", raw=scrub(json.dumps(fields, ensure_ascii=False)))
+        return RawRecord(position, fields, fields.pop(self.text_field, None))
 
     # -- single text files -------------------------------------------------------------------
     def _read_text(self, path: Path) -> Iterator[RawRecord]:

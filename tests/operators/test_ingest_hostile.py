@@ -11,7 +11,7 @@ import sys
 import textwrap
 import zipfile
 from collections import Counter
-from io import BytesIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import pyarrow as pa
@@ -221,6 +221,87 @@ def test_truncated_warc_keeps_what_was_read_and_records_the_break(tmp_path, pros
     outcome, kept, quarantined = ingest(short, tmp_path)
     assert outcome.ledger.n_out == 4 and outcome.ledger.quarantined == {"unreadable_file": 1}
     assert "cut short" in quarantined[0]["text"]
+
+
+def _csv_lines(rows: list[list[str]], delimiter: str = ",") -> list[str]:
+    buf = StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return buf.getvalue().splitlines(keepends=True)
+
+
+def _one_line(text: str, n: int) -> str:
+    return " ".join(text.split())[:n]
+
+
+def _table(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(lines))
+    return path
+
+
+def _assert_only_broken_lines_quarantined(outcome, kept, quarantined, n_rows: int, broken: dict[str, str]):
+    """Every other row kept in order; each broken line quarantined alone, shown as written."""
+    assert outcome.ledger.n_in == n_rows and outcome.ledger.n_out == n_rows - len(broken)
+    assert outcome.ledger.n_in == outcome.ledger.n_out + outcome.ledger.n_rejected + outcome.ledger.n_quarantined
+    assert outcome.ledger.quarantined == {"malformed_csv": len(broken)}
+    assert [r["text"] for r in quarantined] == list(broken.values())
+    assert all(meta(r)["csv_error"] for r in quarantined)
+    positions = [meta(r)["position"] for r in kept + quarantined]
+    assert sorted(positions, key=int) == [str(i) for i in range(1, n_rows + 1)]  # one per record
+    return [r["id"] for r in kept]
+
+
+@pytest.mark.parametrize("quoted_after", [True, False], ids=["quote-later", "no-quote-until-eof"])
+def test_csv_unterminated_quote_mid_file_quarantines_only_that_line(tmp_path, prose, quoted_after):
+    # a later quote makes strict parsing stop there; with none, the reader stops at the end of the file
+    rows = [[f"c{i}", _one_line(prose[i], 300) if quoted_after else f"row {i} plain"] for i in range(10)]
+    lines = _csv_lines([["id", "text"], *rows])
+    if quoted_after:
+        lines = [line if '"' in line else line.replace(",", ',"', 1).replace("\n", '"\n') for line in lines]
+    lines[5] = 'c4,"an opening quote that nothing closes\n'
+    outcome, kept, quarantined = ingest(_table(tmp_path / "broken.csv", lines), tmp_path)
+    ids = _assert_only_broken_lines_quarantined(outcome, kept, quarantined, 10, {"c4": 'c4,"an opening quote that nothing closes'})
+    assert ids == [f"c{i}" for i in range(10) if i != 4]
+    assert kept[4]["text"] == rows[5][1] and meta(quarantined[0])["line"] == 6
+
+
+def test_csv_unterminated_quote_on_last_line_and_garbage_after_closing_quote(tmp_path, prose):
+    lines = _csv_lines([["id", "text"], *([f"c{i}", _one_line(prose[i], 200)] for i in range(3))])
+    outcome, kept, quarantined = ingest(_table(tmp_path / "last.csv", [*lines, 'c3,"cut off at the end']), tmp_path)
+    assert _assert_only_broken_lines_quarantined(outcome, kept, quarantined, 4, {"c3": 'c3,"cut off at the end'}) == ["c0", "c1", "c2"]
+    assert meta(quarantined[0])["csv_error"] == "unexpected end of data"
+
+    garbage = [*lines[:2], 'g1,"closed"then more\n', *lines[2:]]  # non-strict csv would keep `closedthen more`
+    outcome, kept, quarantined = ingest(_table(tmp_path / "garbage.csv", garbage), tmp_path)
+    assert _assert_only_broken_lines_quarantined(outcome, kept, quarantined, 4, {"g1": 'g1,"closed"then more'}) == ["c0", "c1", "c2"]
+
+
+def test_csv_multi_line_field_is_one_doc_and_two_broken_quotes_each_cost_one_line(tmp_path, prose):
+    rows = [["m1", "first paragraph\nsecond paragraph"], *([f"c{i}", f"row {i}"] for i in range(6))]
+    lines = _csv_lines([["id", "text"], *rows])
+    assert len(lines) == 9  # the quoted field spans two physical lines
+    lines[3] = 'b1,"stray\n'
+    lines[6] = 'b2,"another "stray\n'
+    outcome, kept, quarantined = ingest(_table(tmp_path / "multi.csv", lines), tmp_path)
+    broken = {"b1": 'b1,"stray', "b2": 'b2,"another "stray'}
+    assert _assert_only_broken_lines_quarantined(outcome, kept, quarantined, 7, broken) == ["m1", "c1", "c2", "c4", "c5"]
+    assert kept[0]["text"] == "first paragraph\nsecond paragraph"
+
+
+def test_tsv_unterminated_quote(tmp_path, prose):
+    lines = _csv_lines([["id", "text"], *([f"t{i}", _one_line(prose[i], 200)] for i in range(5))], delimiter="\t")
+    lines[2] = 't1\t"half-quoted cell\n'
+    outcome, kept, quarantined = ingest(_table(tmp_path / "broken.tsv", lines), tmp_path)
+    ids = _assert_only_broken_lines_quarantined(outcome, kept, quarantined, 5, {"t1": 't1\t"half-quoted cell'})
+    assert ids == ["t0", "t2", "t3", "t4"] and kept[1]["text"] == _one_line(prose[2], 200)
+
+
+def test_csv_stray_quote_running_past_the_size_limit_costs_one_line(tmp_path):
+    # with no quote to stop it, the field grows past the parser's limit (6x max_doc_bytes + 64 KiB)
+    lines = ["id,text\n", 'big,"never closed\n', *(f"r{i},{'w' * 1000}\n" for i in range(100))]
+    outcome, kept, quarantined = ingest(_table(tmp_path / "runaway.csv", lines), tmp_path, {"max_doc_bytes": 2000})
+    assert outcome.ledger.n_in == 101 and outcome.ledger.quarantined == {"too_large": 1}
+    assert quarantined[0]["text"] == 'big,"never closed' and "field larger" in meta(quarantined[0])["csv_error"]
+    assert [r["id"] for r in kept] == [f"r{i}" for i in range(100)]
 
 
 # -- 3. encodings --------------------------------------------------------------------------------
