@@ -244,7 +244,8 @@ def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path, worke
 
 @pytest.mark.skipif(importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None,
                     reason="neither lightning nor pytorch_lightning is installed (the `train` extra)")
-def test_lightning_callback_switches_from_step_losses(manifest, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_lightning_callback_switches_from_step_losses(manifest, tmp_path, workers):
     try:
         import lightning.pytorch as pl
     except ImportError:
@@ -254,7 +255,8 @@ def test_lightning_callback_switches_from_step_losses(manifest, tmp_path):
 
     torch.manual_seed(0)
     ds = MixtureDataset(manifest, batch_size=BATCH, columns=["id", "text"], limit=12 * BATCH, record=tmp_path / "pl" / "switches.jsonl")
-    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=0, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers, prefetch_factor=2 if workers else None,
+                                         collate_fn=collate)
     seen = []
 
     class Module(pl.LightningModule):
@@ -271,10 +273,10 @@ def test_lightning_callback_switches_from_step_losses(manifest, tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.5)
 
-    cb = lightning_mixture_callback(ds, "odm", update_step=3, loader=loader)
+    cb = lightning_mixture_callback(ds, "odm", update_step=3)  # workers and prefetch from the trainer's loader
     trainer = pl.Trainer(max_steps=12, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[cb])
     trainer.fit(Module(), loader)
     history = cb.updater.history
     assert [h["step"] for h in history] == [3, 6, 9, 12]
-    check_switches(manifest, history, seen, 1)  # Lightning's fetcher is one batch ahead
+    check_switches(manifest, history, seen, 2 * 2 * bool(workers) + 1)  # Lightning's fetcher is one batch ahead
