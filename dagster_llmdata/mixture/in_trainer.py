@@ -19,8 +19,10 @@ record (`on_switch` runs on every rank)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster_llmdata.mixture.algorithms as alg
@@ -28,6 +30,7 @@ from dagster_llmdata.errors import MixtureError
 from dagster_llmdata.mixture.manifest import Manifest, read_manifest
 from dagster_llmdata.mixture.reweigh import with_weights
 
+UPDATER_FILE = "mixture_updater.json"  # in each HF checkpoint folder: the updater's and the reader's state
 TORCH_PREFETCH_DEFAULT = 2  # torch's DataLoader prefetch_factor when workers are used and none is given
 
 
@@ -176,7 +179,10 @@ def mixture_callback(ds: Any, algorithm: str, params: Mapping[str, Any] | None =
     """A Hugging Face `TrainerCallback` that feeds the logged per-domain losses to a
     `MixtureUpdater` over `ds`. Workers, prefetch factor and gradient accumulation come from the
     TrainingArguments; `lookahead=1` covers accelerate's loader, which fetches one batch ahead.
-    The updater is the callback's `.updater` once training begins."""
+    The updater is the callback's `.updater` once training begins. Each checkpoint gets the
+    updater's state (and the reader's) in `mixture_updater.json`; `resume_from_checkpoint` takes
+    it back. The resumed Trainer skips the batches already trained by reading them again, so give
+    it a reader at position 0 over the same switch record (which holds the switches made before)."""
     from transformers import TrainerCallback
 
     class MixtureCallback(TrainerCallback):
@@ -184,11 +190,25 @@ def mixture_callback(ds: Any, algorithm: str, params: Mapping[str, Any] | None =
             self.updater: MixtureUpdater | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            if self.updater is None:
+            fresh = self.updater is None
+            if fresh:
                 self.updater = MixtureUpdater(
                     ds, algorithm, params, update_step=update_step, warmup_step=warmup_step, on_switch=on_switch,
                     num_workers=args.dataloader_num_workers, prefetch_factor=args.dataloader_prefetch_factor,
                     gradient_accumulation=args.gradient_accumulation_steps, lookahead=lookahead)
+            if fresh and state.global_step > 0:  # resumed from a checkpoint: take the updater's state saved in it
+                saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / UPDATER_FILE
+                if saved.exists():
+                    self.updater.load_state_dict(json.loads(saved.read_text(encoding="utf-8"))["updater"])
+
+        def on_save(self, args, state, control, **kwargs):
+            if self.updater is None:
+                return
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            batches = state.global_step * args.gradient_accumulation_steps
+            body = {"updater": self.updater.state_dict(), "reader": ds.state_dict(step=batches)}
+            (folder / UPDATER_FILE).write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.updater is None or not logs:

@@ -192,15 +192,23 @@ def test_record_switch_writes_a_materialisation_of_the_mixture_asset(manifest, t
     assert len(records) == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
-@pytest.mark.parametrize("workers", [0, 2])
-def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path, workers):
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+
+def hf_train(manifest, record, out, workers: int, stop_at: int | None = None, resume: str | None = None):
+    """A tiny Llama trained by a real HF Trainer on `ds` (eval every 2 steps on per-domain sets),
+    with the mixture callback; returns the callback and the (sample, version) of every row trained."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from dagster_llmdata.mixture.in_trainer import mixture_callback
 
     torch.manual_seed(0)
-    record = tmp_path / "hf" / "switches.jsonl"
     ds = MixtureDataset(manifest, batch_size=4, columns=["id", "text"], record=record)
     seen = []
 
@@ -217,18 +225,30 @@ def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path, worke
                 seen.extend(inputs.pop("meta"))
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
+    class Crash(TrainerCallback):  # stops the run after a step, as a killed job would
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == stop_at:
+                control.should_training_stop = True
+
     evals = {d: [{"input_ids": torch.tensor(_bytes(f"{d} doc {i} w w w")[:SEQ])} for i in range(2)] for d in ("code", "prose", "news")}
     config = LlamaConfig(vocab_size=256, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                          num_key_value_heads=2, max_position_embeddings=64)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=10, per_device_train_batch_size=4,
+    args = TrainingArguments(output_dir=str(out), max_steps=10, per_device_train_batch_size=4,
                              per_device_eval_batch_size=2, gradient_accumulation_steps=2, eval_strategy="steps",
-                             eval_steps=2, logging_steps=2, save_strategy="no", report_to=[], use_cpu=True,
-                             dataloader_num_workers=workers, learning_rate=1e-2, disable_tqdm=True,
+                             eval_steps=2, logging_steps=2, save_strategy="steps" if stop_at else "no", save_steps=stop_at or 500,
+                             report_to=[], use_cpu=True, dataloader_num_workers=workers, learning_rate=1e-2, disable_tqdm=True,
                              remove_unused_columns=False)
     cb = mixture_callback(ds, "odm", update_step=4)
     trainer = Recording(model=LlamaForCausalLM(config), args=args, train_dataset=ds, eval_dataset=evals,
-                        data_collator=hf_collate, callbacks=[cb])
-    trainer.train()
+                        data_collator=hf_collate, callbacks=[cb, Crash()])
+    trainer.train(resume_from_checkpoint=resume)
+    return cb, seen
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hf_trainer_callback_switches_from_eval_losses(manifest, tmp_path, workers):
+    cb, seen = hf_train(manifest, tmp_path / "hf" / "switches.jsonl", tmp_path / "out", workers)
     history = cb.updater.history
     assert [h["step"] for h in history] == [4, 8]
     # 4 steps * 2 accumulated batches done, + workers * prefetch 2, + accelerate's one batch ahead,
@@ -280,3 +300,16 @@ def test_lightning_callback_switches_from_step_losses(manifest, tmp_path, worker
     history = cb.updater.history
     assert [h["step"] for h in history] == [3, 6, 9, 12]
     check_switches(manifest, history, seen, 2 * 2 * bool(workers) + 1)  # Lightning's fetcher is one batch ahead
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+def test_hf_trainer_resumed_from_a_checkpoint_switches_as_an_unbroken_run(manifest, tmp_path):
+    whole, _ = hf_train(manifest, tmp_path / "a" / "switches.jsonl", tmp_path / "a" / "out", 0)
+    record = tmp_path / "b" / "switches.jsonl"
+    broken, _ = hf_train(manifest, record, tmp_path / "b" / "out", 0, stop_at=6)
+    assert [h["step"] for h in broken.updater.history] == [4]
+    assert (tmp_path / "b" / "out" / "checkpoint-6" / "mixture_updater.json").exists()
+    resumed, seen = hf_train(manifest, record, tmp_path / "b" / "out", 0, resume=str(tmp_path / "b" / "out" / "checkpoint-6"))
+    assert resumed.updater.history == whole.updater.history
+    assert [(e["sample"], e["version"]) for e in read_record(record)] == \
+        [(e["sample"], e["version"]) for e in read_record(tmp_path / "a" / "switches.jsonl")]
