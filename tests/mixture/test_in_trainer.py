@@ -309,7 +309,7 @@ def test_hf_trainer_resumed_from_a_checkpoint_switches_as_an_unbroken_run(manife
     broken, _ = hf_train(manifest, record, tmp_path / "b" / "out", 0, stop_at=6)
     assert [h["step"] for h in broken.updater.history] == [4]
     assert (tmp_path / "b" / "out" / "checkpoint-6" / "mixture_updater.json").exists()
-    resumed, seen = hf_train(manifest, record, tmp_path / "b" / "out", 0, resume=str(tmp_path / "b" / "out" / "checkpoint-6"))
+    resumed, _ = hf_train(manifest, record, tmp_path / "b" / "out", 0, resume=str(tmp_path / "b" / "out" / "checkpoint-6"))
     assert resumed.updater.history == whole.updater.history
     assert [(e["sample"], e["version"]) for e in read_record(record)] == \
         [(e["sample"], e["version"]) for e in read_record(tmp_path / "a" / "switches.jsonl")]
