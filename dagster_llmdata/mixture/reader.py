@@ -107,15 +107,14 @@ class MixtureDataset(_Base):
     `world_size`: default from `torch.distributed` when it is initialised, else 0 and 1.
     `batch_size`: the per-device batch size (the DataLoader's), which makes the sequence
     independent of the worker count. `epoch_cap`: epochs a domain is read at most (None: no cap; default: the manifest's).
-    `record`: the run's switch record (see `update`). `tokenizer`, `seq_len`: yield packed token
-    blocks with each token's domain instead of rows (`mixture.packing.packed`). Iterating again goes on from where the
+    `record`: the run's switch record (see `update`). Packed token blocks: `mixture.packing.packed(ds, tokenizer, seq_len)`. Iterating again goes on from where the
     last iteration stopped in this process (`position`): it is one stream, not an epoch."""
 
     def __init__(self, manifest: Manifest | str | Path | dict, seed: int | None = None, start: int = 0,
                  limit: int | None = None, columns: list[str] | None = None, check_files: bool = True,
                  verify_hashes: bool = False, project: str | Path | None = None, rank: int | None = None,
                  world_size: int | None = None, batch_size: int | None = None, epoch_cap: int | None | str = "manifest",
-                 record: str | Path | None = None, tokenizer: Any = None, seq_len: int | None = None):
+                 record: str | Path | None = None):
         super().__init__()
         # `project`: where the manifest's relative paths resolve (default: the project it lies in)
         self.project = project
@@ -142,14 +141,6 @@ class MixtureDataset(_Base):
         self._check(first)
         if self.record is not None:
             self._follow_record(initial=True)
-
-    def __new__(cls, *args, tokenizer: Any = None, seq_len: int | None = None, **kwargs):
-        # with a tokenizer: the same stream as packed token blocks, one item per step (mixture/packing.py)
-        if tokenizer is None:
-            return super().__new__(cls)
-        from dagster_llmdata.mixture.packing import packed  # lazily: packing reads through this module
-
-        return packed(cls(*args, **kwargs), tokenizer, seq_len)
 
     # ---- the manifest history ------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import pytest
 
 from dagster_llmdata.mixture.packing import (
     IGNORE,
-    PackedMixture,
     bytes_tokenizer,
     domain_losses,
     packed,
@@ -207,10 +206,3 @@ def test_a_switch_at_a_step_applies_from_that_step_of_blocks(manifest, tmp_path)
     share = lambda ss: np.mean([(s["domain_ids"] == news).sum() / (s["domain_ids"] >= 0).sum() for s in ss])
     assert share(steps[2:]) > 1.5 * share(steps[:2])
 
-
-def test_mixture_dataset_with_a_tokenizer_is_the_packed_stream(manifest):
-    via_kwargs = MixtureDataset(manifest, limit=40, batch_size=4, tokenizer=bytes_tokenizer, seq_len=32)
-    assert isinstance(via_kwargs, PackedMixture)
-    direct = packed(MixtureDataset(manifest, limit=40, batch_size=4), bytes_tokenizer, 32)
-    a, b = list(via_kwargs), list(direct)
-    assert len(a) == len(b) == 10 and all(np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
