@@ -198,26 +198,12 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
         info[d] = {"weight": weights[d], "docs": s.docs, "tokens": s.tokens, "mean_tokens": mean}
         if d in capped:
             info[d]["weight_asked"] = asked[d]
-    # a domain's share of documents is its share of tokens over its mean document length; with
-    # per-document weights, also its documents' mean weight (a domain of learned or noisy
-    # documents gives way to the others, not only within itself)
     doc_mean = _mean_doc_weight(scan, domains, doc_weights, root) if doc_weights else {}
-    raw = {d: (info[d]["weight"] * doc_mean.get(d, 1.0) / max(info[d]["mean_tokens"], 1e-9)) if info[d]["weight"] > 0 else 0.0
-           for d in domains}
     if doc_mean:
         for d in domains:
             info[d]["mean_doc_weight"] = doc_mean.get(d, 1.0)
-    probs = alg.normalise(raw, domains)
-    tokens_per_sample = sum(probs[d] * info[d]["mean_tokens"] for d in domains)
     budget = spec.token_budget - short  # what the capped data can give
-    n_samples = max(1, math.ceil(budget / max(tokens_per_sample, 1e-9)))
-    repetition = {}
-    for d in domains:
-        planned = info[d]["weight"] * budget
-        epochs = planned / info[d]["tokens"] if info[d]["tokens"] else 0.0
-        info[d].update(probability=probs[d], tokens_planned=round(planned), epochs=epochs)
-        if epochs > 1:
-            repetition[d] = round(epochs, 4)
+    probs, n_samples, repetition = draw_plan(info, budget)
     if repetition:
         text = "token budget exceeds the data of " + ", ".join(f"{d} ({e:.2f} epochs)" for d, e in sorted(repetition.items()))
         problems.append(text)
@@ -236,6 +222,29 @@ def plan_manifest(spec: MixtureSpec, root: Path, scan: InputScan, weights: Mappi
     manifest.stream = compute_stream(manifest)
     write_manifest(manifest, folder)
     return manifest
+
+
+def draw_plan(info: dict[str, dict[str, Any]], budget: int) -> tuple[dict[str, float], int, dict[str, float]]:
+    """Per-domain draw probabilities from the token shares in `info` (weight, mean_tokens, tokens,
+    mean_doc_weight), the documents the stream yields for `budget` tokens and the domains it
+    repeats. A domain's share of documents is its share of tokens over its mean document length;
+    with per-document weights, also its documents' mean weight (a domain of learned or noisy
+    documents gives way to the others, not only within itself). Fills in each domain's
+    probability, tokens_planned and epochs."""
+    domains = list(info)
+    raw = {d: (i["weight"] * i.get("mean_doc_weight", 1.0) / max(i["mean_tokens"], 1e-9)) if i["weight"] > 0 else 0.0
+           for d, i in info.items()}
+    probs = alg.normalise(raw, domains)
+    tokens_per_sample = sum(probs[d] * info[d]["mean_tokens"] for d in domains)
+    n_samples = max(1, math.ceil(budget / max(tokens_per_sample, 1e-9)))
+    repetition = {}
+    for d in domains:
+        planned = info[d]["weight"] * budget
+        epochs = planned / info[d]["tokens"] if info[d]["tokens"] else 0.0
+        info[d].update(probability=probs[d], tokens_planned=round(planned), epochs=epochs)
+        if epochs > 1:
+            repetition[d] = round(epochs, 4)
+    return probs, n_samples, repetition
 
 
 def _mean_doc_weight(scan: InputScan, domains: list[str], weights: Mapping[str, float], root: Path) -> dict[str, float]:

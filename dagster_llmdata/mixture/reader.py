@@ -12,8 +12,8 @@ rows of its share.
 `update(manifest, step=)` applies new weights from a step on; with a `record` file (a run's switch
 record, JSON lines) every switch is appended to it and workers follow it before each batch, so
 persistent workers switch too. A switch must be at or after what any worker may already have
-built: `switch_step` gives the first safe step for a DataLoader's prefetch depth, a rule fixed by
-configuration, never by timing.
+built: `in_trainer.first_safe_batch` gives the first safe batch for a DataLoader's prefetch depth,
+a rule fixed by configuration, never by timing.
 
 A plain iterable; when torch is installed it is also a `torch.utils.data.IterableDataset`."""
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from dagster_llmdata.errors import ManifestError
 from dagster_llmdata.mixture.store_input import LanceInput
 from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs
-from dagster_llmdata.mixture.stream import Segment, Stream, switched_digest
+from dagster_llmdata.mixture.stream import Segment, Stream, segment_dicts, switched_digest
 
 OPEN_FILES = 8
 READ_BATCH = 256  # rows read together (per worker) when no batch size is given
@@ -192,11 +191,8 @@ class MixtureDataset(_Base):
         return switched_digest((versions[seg], loc) for _, _, seg, loc in self.stream.iter_locators(0, stop))
 
     def _add_segment(self, segment: Segment) -> None:
-        self.segments = [s for s in self.segments if s.start < segment.start or s.start == 0 and segment.start == 0][:]
-        if segment.start == 0:
-            self.segments = [segment]
-        else:
-            self.segments.append(segment)
+        # a switch replaces any later one (and one at 0, the first manifest)
+        self.segments = [s for s in self.segments if s.start < segment.start] + [segment]
         self.manifest = segment.manifest
         self._stream = None
 
@@ -284,8 +280,7 @@ class MixtureDataset(_Base):
         position = self.position if step is None else step * (self.batch_size or 1)
         return {"position": position, "seed": self.seed, "limit": self.limit, "epoch_cap": self.epoch_cap,
                 "rank": self.rank, "world_size": self.world_size, "batch_size": self.batch_size,
-                "segments": [{"start": s.start, "version": s.manifest.version,
-                              "manifest": str(s.manifest.path) if s.manifest.path else None} for s in self.segments]}
+                "segments": segment_dicts(self.segments)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()`: the same manifest history and position (the rank and world

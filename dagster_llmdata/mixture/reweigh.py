@@ -4,13 +4,12 @@ what an in-trainer algorithm switches to (`MixtureDataset.update`)."""
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 
 from dagster_llmdata.errors import MixtureError
 import dagster_llmdata.mixture.algorithms as alg
 from dagster_llmdata.mixture.manifest import Manifest, write_manifest
-from dagster_llmdata.mixture.plan import compute_stream
+from dagster_llmdata.mixture.plan import compute_stream, draw_plan
 
 
 def with_weights(manifest: Manifest, weights: Mapping[str, float], algorithm: dict | None = None,
@@ -18,25 +17,16 @@ def with_weights(manifest: Manifest, weights: Mapping[str, float], algorithm: di
     """`manifest` with token shares `weights` (domains left out get 0; they are normalised), the
     same inputs, seed and budget. Written beside it (not made the mixture's latest) unless
     `write=False`. A domain the manifest pins no documents for cannot be given weight."""
-    w = alg.normalise({d: float(weights.get(d, 0.0)) for d in manifest.domains}
-                      if not set(weights) - set(manifest.domains) else weights, list(manifest.domains))
+    w = alg.normalise(weights, list(manifest.domains))
     unpinned = sorted(d for d, v in w.items() if v > 0 and not manifest.draw.get(d))
     if unpinned:
         raise MixtureError(f"manifest {manifest.version} pins no documents for {unpinned} (weight 0 when it was planned): "
                            "re-materialise the mixture with weight on them")
     new = copy.deepcopy(manifest)
-    raw = {d: w[d] / max(new.domains[d]["mean_tokens"], 1e-9) if w[d] > 0 else 0.0 for d in new.domains}
-    probs = alg.normalise(raw, list(new.domains))
-    per_sample = sum(probs[d] * new.domains[d]["mean_tokens"] for d in new.domains)
-    new.n_samples = max(1, math.ceil(new.token_budget / max(per_sample, 1e-9)))
-    new.repetition = {}
     for d, info in new.domains.items():
-        planned = w[d] * new.token_budget
-        epochs = planned / info["tokens"] if info["tokens"] else 0.0
-        info.update(weight=w[d], probability=probs[d], tokens_planned=round(planned), epochs=epochs)
+        info["weight"] = w[d]
         info.pop("weight_asked", None)
-        if epochs > 1:
-            new.repetition[d] = round(epochs, 4)
+    _, new.n_samples, new.repetition = draw_plan(new.domains, new.token_budget)
     new.algorithm = algorithm if algorithm is not None else {**manifest.algorithm, "state": {}}
     new.feedback = feedback
     new.warnings = [f"weights set over manifest {manifest.version}'s pinned inputs"]

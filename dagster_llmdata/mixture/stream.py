@@ -171,15 +171,6 @@ class Stream:
                 src = self._sources[s][d]
                 yield int(samples[n]), d, s, src.locate(src.document(int(before[n]), float(picks[n])))
 
-    def counts_at(self, position: int) -> dict[str, int]:
-        """Documents drawn per domain before global sample `position`."""
-        out: dict[str, int] = {}
-        for i0, dom, _, _, _ in self.iter_blocks(position):
-            take = dom[: max(0, position - i0)]
-            for n, c in zip(*np.unique(take, return_counts=True)):
-                out[self.names[int(n)]] = out.get(self.names[int(n)], 0) + int(c)
-        return out
-
     def _segment_at(self, i: int) -> int:
         s = 0
         while s + 1 < len(self.segments) and self.segments[s + 1].start <= i:
