@@ -15,7 +15,7 @@ inputs        [{kind: "parquet", dataset: "<pipeline>/<stage>", domain_column, t
               or copied project reproduces (`read_manifest(project=)`); older manifests hold
               absolute ones, read as they are
               (another input kind, e.g. a Lance table pinned at a version, adds its own fields and
-              a row reader in reader.INPUT_KINDS; `draw` addresses rows as (input, file, row))
+              a row reader in inputs.INPUT_KINDS; `draw` addresses rows as (input, file, row))
 draw          {domain: [[input, file, row_start, row_end], ...]}  the shard ranges drawn from
 doc_weights   {path, sha256, rows} of a Parquet file (id, weight), or null
 repetition    {domain: epochs} for domains the budget repeats;  warnings: [text]

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from dagster_llmdata.errors import ManifestError
-from dagster_llmdata.mixture.reader import MixtureDataset
 
 IGNORE = -100  # the label the loss skips (PyTorch's and Hugging Face's default ignore_index)
 PAD_DOMAIN = -1
@@ -112,7 +111,7 @@ class PackedMixture(_Base):
     padding positions hold (default: eos). `text_field`: the column tokenised. A tokenizer set to
     truncate is refused (it would cut documents silently); one set to pad has its padding stripped."""
 
-    def __init__(self, ds: MixtureDataset, tokenizer: Any, seq_len: int, eos_id: int | None = None,
+    def __init__(self, ds: Any, tokenizer: Any, seq_len: int, eos_id: int | None = None,
                  text_field: str = "text", blocks_per_step: int | None = None, pad_id: int | None = None):
         super().__init__()
         if seq_len is None or int(seq_len) < 1:
@@ -204,9 +203,10 @@ class PackedMixture(_Base):
                 "dropped_tokens": int(dropped)}
 
 
-def packed(ds: MixtureDataset, tokenizer: Any, seq_len: int, **kwargs: Any) -> PackedMixture:
-    """`MixtureDataset(..., tokenizer=, seq_len=)`: `ds`'s documents as packed token blocks (see
-    PackedMixture for the keyword arguments)."""
+def packed(ds: Any, tokenizer: Any, seq_len: int, **kwargs: Any) -> PackedMixture:
+    """`ds` (a MixtureDataset)'s documents as packed token blocks (see PackedMixture for the
+    keyword arguments); `MixtureDataset(..., tokenizer=, seq_len=)` is the same. This module does
+    not import the reader, so the reader can build one."""
     return PackedMixture(ds, tokenizer, seq_len, **kwargs)
 
 

@@ -15,20 +15,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dagster_llmdata.errors import MixtureError, RepetitionWarning, SpecError
-from dagster_llmdata.engine.datasets import dataset_partitions
-from dagster_llmdata.io.parquet_store import write_table_atomic
-from dagster_llmdata.spec.pipeline import PipelineSpec
 import dagster_llmdata.mixture.algorithms as alg
-from dagster_llmdata.mixture.manifest import (STREAM_DIGEST_SAMPLES, Manifest, file_sha256, manifest_dir, pin_path, resolve_input,
-                                              write_manifest)
-from dagster_llmdata.spec.mixture import MixtureSpec
-from dagster_llmdata.mixture.manifest import stream_digest
-from dagster_llmdata.mixture.reader import INPUT_KINDS
+from dagster_llmdata.engine.datasets import dataset_partitions
+from dagster_llmdata.errors import MixtureError, RepetitionWarning, SpecError
+from dagster_llmdata.io.parquet_store import write_table_atomic
+from dagster_llmdata.mixture.inputs import INPUT_KINDS
+from dagster_llmdata.mixture.manifest import (
+    STREAM_DIGEST_SAMPLES,
+    Manifest,
+    file_sha256,
+    manifest_dir,
+    pin_path,
+    resolve_input,
+    stream_digest,
+    write_manifest,
+)
 from dagster_llmdata.mixture.reader import MixtureDataset
-from dagster_llmdata.mixture.stream import STREAM_ORDER
 from dagster_llmdata.mixture.regmix import read_proxy_runs, regmix
 from dagster_llmdata.mixture.store_input import scan_lance_input
+from dagster_llmdata.mixture.stream import STREAM_ORDER
+from dagster_llmdata.spec.mixture import MixtureSpec
+from dagster_llmdata.spec.pipeline import PipelineSpec
 
 UNKNOWN_DOMAIN = "unknown"
 

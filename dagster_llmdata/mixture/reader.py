@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,20 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dagster_llmdata.errors import ManifestError
-from dagster_llmdata.mixture.store_input import LanceInput
-from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs
-from dagster_llmdata.mixture.stream import Segment, Stream, segment_dicts, switched_digest
+from dagster_llmdata.mixture.inputs import INPUT_KINDS, ParquetInput
+from dagster_llmdata.mixture.manifest import (
+    Manifest,
+    read_manifest,
+    resolve_path,
+    resolved_inputs,
+)
+from dagster_llmdata.mixture.stream import (
+    Segment,
+    Stream,
+    segment_dicts,
+    switched_digest,
+)
 
-OPEN_FILES = 8
 READ_BATCH = 256  # rows read together (per worker) when no batch size is given
 
 if importlib.util.find_spec("torch") is not None:
@@ -43,57 +51,6 @@ if importlib.util.find_spec("torch") is not None:
 else:  # torch is optional: without it this is a plain iterable
     class _Base:  # type: ignore[no-redef]
         pass
-
-
-class ParquetInput:
-    """Rows of a `parquet` input by (file, row); keeps a few files' columns in memory."""
-
-    def __init__(self, spec: dict[str, Any], columns: list[str] | None):
-        self.files = spec["files"]
-        self.columns = columns
-        self._cache: OrderedDict[int, Any] = OrderedDict()
-
-    def check(self, verify_hashes: bool) -> None:
-        if problems := self.problems(verify_hashes):
-            raise ManifestError("\n".join(problems))
-
-    def problems(self, verify_hashes: bool) -> list[str]:
-        """One line per pinned file that is gone or no longer what the manifest pinned; nothing is
-        parsed before its bytes are known to match (a changed file may not be Parquet any more)."""
-        out = []
-        for f in self.files:
-            path = Path(f["path"])
-            if not path.is_file():
-                out.append(f"manifest input file is gone: {path} (re-materialise the mixture)")
-            elif f.get("bytes") is not None and path.stat().st_size != f["bytes"]:
-                out.append(f"{path} has changed since the manifest was written ({path.stat().st_size} bytes, it pinned {f['bytes']})")
-            elif verify_hashes and file_sha256(path) != f["sha256"]:
-                out.append(f"{path} has changed since the manifest was written (sha256)")
-            elif not verify_hashes:
-                try:
-                    rows = pq.ParquetFile(path).metadata.num_rows
-                except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                    out.append(f"{path} has changed since the manifest was written (not readable as Parquet: {exc})")
-                    continue
-                if rows != f["rows"]:
-                    out.append(f"{path} has changed since the manifest was written (row count)")
-        return out
-
-    def table(self, j: int):
-        if j not in self._cache:
-            pf = pq.ParquetFile(self.files[j]["path"])
-            cols = None if self.columns is None else [c for c in self.columns if c in pf.schema_arrow.names]
-            self._cache[j] = pf.read(columns=cols)
-            if len(self._cache) > OPEN_FILES:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(j)
-        return self._cache[j]
-
-    def rows(self, j: int, rows: list[int]) -> list[dict[str, Any]]:
-        return self.table(j).take(rows).to_pylist()
-
-
-INPUT_KINDS: dict[str, type] = {"parquet": ParquetInput, "lance": LanceInput}  # another input kind adds its row reader here
 
 
 class MixtureDataset(_Base):
@@ -106,15 +63,32 @@ class MixtureDataset(_Base):
     `world_size`: default from `torch.distributed` when it is initialised, else 0 and 1.
     `batch_size`: the per-device batch size (the DataLoader's), which makes the sequence
     independent of the worker count. `epoch_cap`: epochs a domain is read at most (None: no cap; default: the manifest's).
-    `record`: the run's switch record (see `update`). Packed token blocks: `mixture.packing.packed(ds, tokenizer, seq_len)`. Iterating again goes on from where the
-    last iteration stopped in this process (`position`): it is one stream, not an epoch."""
+    `record`: the run's switch record (see `update`). With `tokenizer=` and `seq_len=` (and
+    `packing=`, PackedMixture's keyword arguments) it is built as a `packing.PackedMixture` over
+    this reader: packed token blocks with each token's domain, one item per step. Iterating again
+    goes on from where the last iteration stopped in this process (`position`): one stream, not an epoch."""
+
+    def __new__(cls, *args: Any, tokenizer: Any = None, seq_len: int | None = None, packing: dict[str, Any] | None = None,
+                **kwargs: Any):
+        if tokenizer is None:
+            if seq_len is not None or packing:
+                raise ValueError("seq_len= and packing= pack token blocks: give tokenizer= too")
+            return super().__new__(cls)
+        from dagster_llmdata.mixture.packing import (
+            packed,  # packing imports no reader: no cycle
+        )
+
+        ds = super().__new__(cls)
+        ds.__init__(*args, **kwargs)
+        return packed(ds, tokenizer, seq_len, **(packing or {}))
 
     def __init__(self, manifest: Manifest | str | Path | dict, seed: int | None = None, start: int = 0,
                  limit: int | None = None, columns: list[str] | None = None, check_files: bool = True,
                  verify_hashes: bool = False, project: str | Path | None = None, rank: int | None = None,
                  world_size: int | None = None, batch_size: int | None = None, epoch_cap: int | None | str = "manifest",
-                 record: str | Path | None = None):
-        super().__init__()
+                 record: str | Path | None = None, tokenizer: Any = None, seq_len: int | None = None,
+                 packing: dict[str, Any] | None = None):
+        super().__init__()  # (tokenizer, seq_len, packing: taken by __new__)
         # `project`: where the manifest's relative paths resolve (default: the project it lies in)
         self.project = project
         first = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, project)

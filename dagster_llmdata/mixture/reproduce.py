@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from dagster_llmdata.errors import ManifestError, ReproduceError
-from dagster_llmdata.mixture.manifest import Manifest, file_sha256, read_manifest, resolve_path, resolved_inputs, stream_digest
+from dagster_llmdata.mixture.inputs import INPUT_KINDS
+from dagster_llmdata.mixture.manifest import (
+    Manifest,
+    file_sha256,
+    read_manifest,
+    resolve_path,
+    resolved_inputs,
+    stream_digest,
+)
 from dagster_llmdata.mixture.plan import ids_stream_digest
-from dagster_llmdata.mixture.reader import INPUT_KINDS, MixtureDataset, read_record
+from dagster_llmdata.mixture.reader import MixtureDataset, read_record
 from dagster_llmdata.mixture.stream import STREAM_ORDER
 
 

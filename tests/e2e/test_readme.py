@@ -105,7 +105,7 @@ def _example_inputs(root: Path) -> None:
     with open(root / "M.csv", "w", newline="") as m, open(root / "L.csv", "w", newline="") as lo, open(root / "M2.csv", "w", newline="") as m2:
         wm, wl, w2 = csv.writer(m), csv.writer(lo), csv.writer(m2)
         wm.writerow(["index", *domains]), wl.writerow(["index", "val_loss"]), w2.writerow(["index", *domains])
-        for i in range(24):
+        for i in range(40):
             w = [rng.random() for _ in domains]
             w = [x / sum(w) for x in w]
             wm.writerow([i, *w])

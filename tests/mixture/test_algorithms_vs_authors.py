@@ -24,7 +24,9 @@ from dagster_llmdata.mixture import selection
 from dagster_llmdata.mixture.regmix import (
     LGBM_PARAMS,
     ProxyRuns,
+    cv_spearman,
     make_regressor,
+    min_child_samples,
     proxy_mixtures,
     regmix,
     repetition_caps,
@@ -218,6 +220,23 @@ def test_lightgbm_settings_as_published():
     if name == "lightgbm":
         got = model.get_params()
         assert got["n_estimators"] == 1000 and got["learning_rate"] == 0.01 and got["random_state"] == 42
+
+
+def test_few_proxy_runs_keep_the_published_leaf_share_and_find_a_clean_signal():
+    # the notebook fits 872 runs with LightGBM's default leaf of 20; 40 runs with that default
+    # allow one split, so the leaf scales with the runs (>= 2) and a clean signal ranks well
+    assert min_child_samples(872) == 20 and min_child_samples(5000) == 20 and min_child_samples(40) == 2
+    assert min_child_samples(300) == round(300 * 20 / 872)
+    if make_regressor()[0] != "lightgbm":
+        pytest.skip("lightgbm is not installed")
+    assert make_regressor(n_runs=40)[1].get_params()["min_child_samples"] == 2
+    assert make_regressor(n_runs=40, params={"min_child_samples": 9})[1].get_params()["min_child_samples"] == 9
+    rng = np.random.default_rng(3)
+    X = rng.dirichlet(np.ones(3), 32)
+    y = 3.0 - 0.8 * X[:, 1] + 0.3 * X[:, 2] + rng.normal(0, 0.01, 32)
+    assert cv_spearman(ProxyRuns(D, [str(i) for i in range(32)], X, y, "val")) > 0.8
+    fixed = cv_spearman(ProxyRuns(D, [str(i) for i in range(32)], X, y, "val"), params={"min_child_samples": 20})
+    assert fixed is None or fixed < 0.5  # what the unscaled default gave
 
 
 def test_spearman_gate_refuses_with_the_number():

@@ -206,3 +206,20 @@ def test_a_switch_at_a_step_applies_from_that_step_of_blocks(manifest, tmp_path)
     share = lambda ss: np.mean([(s["domain_ids"] == news).sum() / (s["domain_ids"] >= 0).sum() for s in ss])
     assert share(steps[2:]) > 1.5 * share(steps[:2])
 
+
+
+def test_the_reader_built_with_a_tokenizer_is_the_packed_stream(manifest):
+    from dagster_llmdata.mixture.packing import PackedMixture
+
+    direct = MixtureDataset(manifest, limit=96, columns=["id", "text"], batch_size=8, tokenizer=bytes_tokenizer, seq_len=SEQ,
+                            packing={"blocks_per_step": 4})
+    assert isinstance(direct, PackedMixture) and isinstance(direct.ds, MixtureDataset)
+    assert direct.seq_len == SEQ and direct.blocks_per_step == 4 and direct.ds.batch_size == 8
+    by_helper = packed(_reader(manifest), bytes_tokenizer, SEQ, blocks_per_step=4)
+    for a, b in zip(direct, by_helper, strict=True):
+        assert a["samples"] == b["samples"] and np.array_equal(a["input_ids"], b["input_ids"])
+        assert np.array_equal(a["domain_ids"], b["domain_ids"])
+    # without a tokenizer it stays a reader; packing options alone are a mistake, said so
+    assert type(_reader(manifest)) is MixtureDataset
+    with pytest.raises(ValueError, match="give tokenizer="):
+        MixtureDataset(manifest, seq_len=SEQ)
